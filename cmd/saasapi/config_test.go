@@ -1,0 +1,200 @@
+package main
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+// envOf returns a getenv that reads from vars, as the real environment would.
+func envOf(vars map[string]string) func(string) string {
+	return func(name string) string { return vars[name] }
+}
+
+func defaultConfig(addr string) Config {
+	return Config{
+		AppName:           "multi-tenant-saas-api",
+		AppVersion:        "0.1.0",
+		Environment:       "local",
+		LogLevel:          "INFO",
+		DocsEnabled:       false,
+		DatabaseURL:       "",
+		JWTSecret:         "local-placeholder-jwt-secret-not-for-production",
+		JWTIssuer:         "multi-tenant-saas-api-local",
+		AccessTokenTTL:    900 * time.Second,
+		PasswordMinLength: 12,
+		HTTPAddr:          addr,
+		DevDir:            ".data",
+	}
+}
+
+func TestLoadConfig_Defaults(t *testing.T) {
+	t.Parallel()
+	for _, addr := range []string{"127.0.0.1:8000", ":8000"} {
+		got, err := loadConfig(envOf(nil), addr)
+		if err != nil {
+			t.Fatalf("loadConfig with an empty environment: %v", err)
+		}
+		if want := defaultConfig(addr); got != want {
+			t.Errorf("loadConfig defaults (address %q):\n got %+v\nwant %+v", addr, got, want)
+		}
+	}
+}
+
+func TestLoadConfig_Overrides(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name, value string
+		want        func(*Config)
+	}{
+		{"SAAS_API_APP_NAME", "billing-api", func(c *Config) { c.AppName = "billing-api" }},
+		{"SAAS_API_APP_VERSION", "2.3.4", func(c *Config) { c.AppVersion = "2.3.4" }},
+		{"SAAS_API_ENVIRONMENT", "production", func(c *Config) { c.Environment = "production" }},
+		{"SAAS_API_LOG_LEVEL", "debug", func(c *Config) { c.LogLevel = "debug" }},
+		{"SAAS_API_LOG_LEVEL", "CRITICAL", func(c *Config) { c.LogLevel = "CRITICAL" }},
+		{"SAAS_API_DOCS_ENABLED", "true", func(c *Config) { c.DocsEnabled = true }},
+		{"SAAS_API_DOCS_ENABLED", "TRUE", func(c *Config) { c.DocsEnabled = true }},
+		{"SAAS_API_DOCS_ENABLED", "1", func(c *Config) { c.DocsEnabled = true }},
+		{"SAAS_API_DOCS_ENABLED", "Yes", func(c *Config) { c.DocsEnabled = true }},
+		{"SAAS_API_DOCS_ENABLED", "false", func(*Config) {}},
+		{"SAAS_API_DOCS_ENABLED", "0", func(*Config) {}},
+		{"SAAS_API_DOCS_ENABLED", "no", func(*Config) {}},
+		{"SAAS_API_DATABASE_URL", "postgres://u:p@db:5432/app", func(c *Config) { c.DatabaseURL = "postgres://u:p@db:5432/app" }},
+		{"SAAS_API_JWT_SECRET", "0123456789abcdef0123456789abcdef", func(c *Config) { c.JWTSecret = "0123456789abcdef0123456789abcdef" }},
+		{"SAAS_API_JWT_ISSUER", "saas-prod", func(c *Config) { c.JWTIssuer = "saas-prod" }},
+		{"SAAS_API_ACCESS_TOKEN_TTL_SECONDS", "60", func(c *Config) { c.AccessTokenTTL = time.Minute }},
+		{"SAAS_API_PASSWORD_MIN_LENGTH", "1", func(c *Config) { c.PasswordMinLength = 1 }},
+		{"SAAS_API_PASSWORD_MIN_LENGTH", "256", func(c *Config) { c.PasswordMinLength = 256 }},
+		{"SAAS_API_HTTP_ADDR", ":0", func(c *Config) { c.HTTPAddr = ":0" }},
+		{"SAAS_API_HTTP_ADDR", "[::1]:9000", func(c *Config) { c.HTTPAddr = "[::1]:9000" }},
+		{"SAAS_API_DEV_DIR", "/var/lib/saasapi", func(c *Config) { c.DevDir = "/var/lib/saasapi" }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name+"="+tt.value, func(t *testing.T) {
+			t.Parallel()
+			got, err := loadConfig(envOf(map[string]string{tt.name: tt.value}), "127.0.0.1:8000")
+			if err != nil {
+				t.Fatalf("loadConfig: %v", err)
+			}
+			want := defaultConfig("127.0.0.1:8000")
+			tt.want(&want)
+			if got != want {
+				t.Errorf("\n got %+v\nwant %+v", got, want)
+			}
+		})
+	}
+}
+
+func TestLoadConfig_RejectsInvalidValuesNamingTheVariable(t *testing.T) {
+	t.Parallel()
+	tests := []struct{ name, value string }{
+		{"SAAS_API_LOG_LEVEL", "TRACE"},
+		{"SAAS_API_DOCS_ENABLED", "on"},
+		{"SAAS_API_DOCS_ENABLED", "2"},
+		{"SAAS_API_ACCESS_TOKEN_TTL_SECONDS", "0"},
+		{"SAAS_API_ACCESS_TOKEN_TTL_SECONDS", "-5"},
+		{"SAAS_API_ACCESS_TOKEN_TTL_SECONDS", "15m"},
+		{"SAAS_API_ACCESS_TOKEN_TTL_SECONDS", "9.5"},
+		{"SAAS_API_ACCESS_TOKEN_TTL_SECONDS", "99999999999999"}, // overflows a time.Duration
+		{"SAAS_API_PASSWORD_MIN_LENGTH", "0"},
+		{"SAAS_API_PASSWORD_MIN_LENGTH", "257"},
+		{"SAAS_API_PASSWORD_MIN_LENGTH", "twelve"},
+		{"SAAS_API_HTTP_ADDR", "8000"},
+		{"SAAS_API_HTTP_ADDR", "localhost"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name+"="+tt.value, func(t *testing.T) {
+			t.Parallel()
+			got, err := loadConfig(envOf(map[string]string{tt.name: tt.value}), ":8000")
+			if err == nil {
+				t.Fatalf("loadConfig accepted %s=%q (config %+v); want an error", tt.name, tt.value, got)
+			}
+			if !strings.Contains(err.Error(), tt.name) {
+				t.Errorf("error %q does not name %s", err, tt.name)
+			}
+		})
+	}
+}
+
+func TestLoadConfig_ReportsEveryInvalidVariable(t *testing.T) {
+	t.Parallel()
+	_, err := loadConfig(envOf(map[string]string{
+		"SAAS_API_DOCS_ENABLED":        "maybe",
+		"SAAS_API_PASSWORD_MIN_LENGTH": "-1",
+	}), ":8000")
+	if err == nil {
+		t.Fatal("loadConfig accepted two invalid variables; want an error")
+	}
+	for _, name := range []string{"SAAS_API_DOCS_ENABLED", "SAAS_API_PASSWORD_MIN_LENGTH"} {
+		if !strings.Contains(err.Error(), name) {
+			t.Errorf("error %q does not name %s", err, name)
+		}
+	}
+}
+
+func TestLoadConfig_RewritesAsyncpgURL(t *testing.T) {
+	t.Parallel()
+	tests := []struct{ in, want string }{
+		{"postgresql+asyncpg://saas_api:saas_api@localhost:5432/saas_api", "postgres://saas_api:saas_api@localhost:5432/saas_api"},
+		{"PostgreSQL+AsyncPG://u@db/app?sslmode=require", "postgres://u@db/app?sslmode=require"},
+		{"postgresql://u@db/app", "postgresql://u@db/app"},
+		{"postgres://u@db/app", "postgres://u@db/app"},
+		{"host=db user=u dbname=app", "host=db user=u dbname=app"},
+	}
+	for _, tt := range tests {
+		c, err := loadConfig(envOf(map[string]string{"SAAS_API_DATABASE_URL": tt.in}), ":8000")
+		if err != nil {
+			t.Fatalf("loadConfig(DATABASE_URL=%q): %v", tt.in, err)
+		}
+		if c.DatabaseURL != tt.want {
+			t.Errorf("DATABASE_URL %q became %q, want %q", tt.in, c.DatabaseURL, tt.want)
+		}
+	}
+}
+
+func TestConfig_CheckSecret(t *testing.T) {
+	t.Parallel()
+	const strong = "k7Jd0q9VxY2mN4pR8sT1uW6zA3bC5eF0" // 32 bytes
+	tests := []struct {
+		environment, secret string
+		ok                  bool
+	}{
+		{"local", placeholderJWTSecret, true},
+		{"LOCAL", placeholderJWTSecret, true},
+		{"test", placeholderJWTSecret, true},
+		{"Test", "short", true},
+		{"local", "", true},
+		{"production", placeholderJWTSecret, false},
+		{"staging", placeholderJWTSecret, false},
+		{"production", "", false},
+		{"production", strong[:31], false},
+		{"production", strong, true},
+		{"staging", strong + "and-some-more", true},
+		{"local-dev", placeholderJWTSecret, false}, // only the exact names relax the check
+	}
+	for _, tt := range tests {
+		c := defaultConfig(":8000")
+		c.Environment, c.JWTSecret = tt.environment, tt.secret
+		err := c.checkSecret()
+		switch {
+		case tt.ok && err != nil:
+			t.Errorf("ENVIRONMENT=%q, secret %q: %v; want it accepted", tt.environment, tt.secret, err)
+		case !tt.ok && err == nil:
+			t.Errorf("ENVIRONMENT=%q, secret %q accepted; want an error", tt.environment, tt.secret)
+		case !tt.ok && !strings.Contains(err.Error(), "set SAAS_API_JWT_SECRET"):
+			t.Errorf("ENVIRONMENT=%q: error %q does not say to set SAAS_API_JWT_SECRET", tt.environment, err)
+		}
+	}
+}
+
+func TestLoadConfig_PlaceholderSecretRefusedInProduction(t *testing.T) {
+	t.Parallel()
+	// The path serve takes: the default secret loads, then checkSecret refuses it.
+	c, err := loadConfig(envOf(map[string]string{"SAAS_API_ENVIRONMENT": "production"}), ":8000")
+	if err != nil {
+		t.Fatalf("loadConfig: %v", err)
+	}
+	if err := c.checkSecret(); err == nil {
+		t.Fatal("the placeholder JWT secret was accepted with ENVIRONMENT=production; want an error")
+	}
+}

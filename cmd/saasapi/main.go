@@ -1,0 +1,62 @@
+// Command saasapi runs the multi-tenant SaaS API and its operator tasks.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+const usage = `saasapi: multi-tenant SaaS API (event-sourced, audit-first)
+
+Usage:
+  saasapi dev        start a private PostgreSQL cluster under SAAS_API_DEV_DIR,
+                     migrate it and serve the API on SAAS_API_HTTP_ADDR
+                     (default 127.0.0.1:8000)
+  saasapi serve      serve the API against SAAS_API_DATABASE_URL (default
+                     address :8000); never starts a database
+  saasapi migrate    apply the embedded migrations to SAAS_API_DATABASE_URL and
+                     print the schema version
+  saasapi --help     show this help
+
+Configuration is read from SAAS_API_* environment variables; see README.md.
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
+		if !errors.Is(err, errUsage) {
+			fmt.Fprintln(os.Stderr, "saasapi:", err)
+		}
+		os.Exit(1)
+	}
+}
+
+var errUsage = errors.New("usage")
+
+// run is the whole program; tests call it with their own arguments,
+// environment and output, and cancel ctx to stop it.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return errUsage
+	}
+	switch args[0] {
+	case "-h", "--help", "help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	case "dev":
+		return runDev(ctx, getenv, stdout, stderr)
+	case "serve":
+		return runServe(ctx, getenv, stdout)
+	case "migrate":
+		return runMigrate(ctx, getenv, stdout)
+	}
+	fmt.Fprintf(stderr, "saasapi: unknown command %q\n\n%s", args[0], usage)
+	return errUsage
+}

@@ -1,0 +1,156 @@
+package commands
+
+import (
+	"context"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/saasapi/saasapi"
+	"github.com/saasapi/saasapi/eventstore"
+	"github.com/saasapi/saasapi/projections"
+)
+
+// errOwnerOnly is what an admin gets for touching owners: granting,
+// changing or removing an owner is the owners' business.
+func errOwnerOnly() error { return saasapi.Errorf(saasapi.EFORBIDDEN, saasapi.MsgInsufficientPerms) }
+
+func errLastOwner() error { return saasapi.Errorf(saasapi.ECONFLICT, saasapi.MsgLastOwner) }
+
+// AddMemberInput is the body of POST /orgs/{id}/members.
+type AddMemberInput struct {
+	UserID saasapi.ID
+	Role   saasapi.Role
+}
+
+// decideAddMember applies the contract's order after RBAC: an admin may not
+// grant owner (403), the user must exist (404) and not be a member yet (409).
+func decideAddMember(actor saasapi.Role, role saasapi.Role, userExists, alreadyMember bool) error {
+	switch {
+	case actor != saasapi.RoleOwner && role == saasapi.RoleOwner:
+		return errOwnerOnly()
+	case !userExists:
+		return saasapi.Errorf(saasapi.ENOTFOUND, saasapi.MsgUserNotFound)
+	case alreadyMember:
+		return saasapi.Errorf(saasapi.ECONFLICT, saasapi.MsgAlreadyMember)
+	}
+	return nil
+}
+
+// AddMember adds an existing user to an organisation.
+func (s *Service) AddMember(ctx context.Context, meta Meta, orgID saasapi.ID, in AddMemberInput) (projections.Membership, error) {
+	if in.Role == "" {
+		in.Role = saasapi.RoleMember
+	}
+	var m projections.Membership
+	_, err := s.orgWrite(ctx, meta, orgID, saasapi.PermManageMembers,
+		func(ctx context.Context, tx pgx.Tx, a saasapi.Access, head eventstore.Head) ([]saasapi.NewEvent, error) {
+			_, err := projections.GetUser(ctx, tx, in.UserID)
+			userExists := err == nil
+			if err != nil && saasapi.ErrorCode(err) != saasapi.ENOTFOUND {
+				return nil, err
+			}
+			_, err = projections.GetMembership(ctx, tx, a, in.UserID)
+			alreadyMember := err == nil
+			if err != nil && saasapi.ErrorCode(err) != saasapi.ENOTFOUND {
+				return nil, err
+			}
+			if err := decideAddMember(a.Role, in.Role, userExists, alreadyMember); err != nil {
+				return nil, err
+			}
+			return []saasapi.NewEvent{s.newEvent(meta, head, saasapi.StreamMembership, saasapi.NewID(), 1,
+				saasapi.EventMemberAdded, saasapi.MemberAdded{UserID: in.UserID, Role: in.Role})}, nil
+		}, readMembership(&m, in.UserID))
+	return m, err
+}
+
+// readMembership reads the membership of userID back into m.
+func readMembership(m *projections.Membership, userID saasapi.ID) orgResult {
+	return func(ctx context.Context, tx pgx.Tx, a saasapi.Access) (err error) {
+		*m, err = projections.GetMembership(ctx, tx, a, userID)
+		return err
+	}
+}
+
+// decideChangeRole returns the member.role_changed payload, or nil when the
+// role stays the same. An admin may neither change an owner's role nor
+// make anyone an owner; the last owner cannot be demoted.
+func decideChangeRole(actor saasapi.Role, current projections.Membership, newRole saasapi.Role, owners int) (*saasapi.MemberRoleChanged, error) {
+	if actor != saasapi.RoleOwner && (current.Role == saasapi.RoleOwner || newRole == saasapi.RoleOwner) {
+		return nil, errOwnerOnly()
+	}
+	if current.Role == newRole {
+		return nil, nil
+	}
+	if current.Role == saasapi.RoleOwner && owners <= 1 {
+		return nil, errLastOwner()
+	}
+	return &saasapi.MemberRoleChanged{UserID: current.UserID, OldRole: current.Role, NewRole: newRole}, nil
+}
+
+// decideRemoveMember returns the member.removed payload. An admin may not
+// remove an owner; the last owner cannot be removed.
+func decideRemoveMember(actor saasapi.Role, current projections.Membership, owners int) (saasapi.MemberRemoved, error) {
+	if actor != saasapi.RoleOwner && current.Role == saasapi.RoleOwner {
+		return saasapi.MemberRemoved{}, errOwnerOnly()
+	}
+	if current.Role == saasapi.RoleOwner && owners <= 1 {
+		return saasapi.MemberRemoved{}, errLastOwner()
+	}
+	return saasapi.MemberRemoved{UserID: current.UserID, Role: current.Role}, nil
+}
+
+// memberWrite loads the target membership (404 when missing), checks
+// If-Match and the owner count, then lets decide pick the event.
+func (s *Service) memberWrite(ctx context.Context, meta Meta, orgID, userID saasapi.ID,
+	decide func(a saasapi.Access, current projections.Membership, owners int) (eventType string, data any, err error),
+	result orgResult,
+) error {
+	_, err := s.orgWrite(ctx, meta, orgID, saasapi.PermManageMembers,
+		func(ctx context.Context, tx pgx.Tx, a saasapi.Access, head eventstore.Head) ([]saasapi.NewEvent, error) {
+			current, err := projections.GetMembership(ctx, tx, a, userID)
+			if err != nil {
+				return nil, err
+			}
+			owners, err := projections.CountOwners(ctx, tx, a)
+			if err != nil {
+				return nil, err
+			}
+			eventType, data, err := decide(a, current, owners)
+			if err != nil || eventType == "" {
+				return nil, err
+			}
+			// If-Match is checked after the permission rules so that a caller
+			// who may not act learns nothing from a version mismatch.
+			if err := checkIfMatch(meta, current.Version); err != nil {
+				return nil, err
+			}
+			return []saasapi.NewEvent{s.newEvent(meta, head, saasapi.StreamMembership, current.ID,
+				current.Version+1, eventType, data)}, nil
+		}, result)
+	return err
+}
+
+// ChangeMemberRole changes a member's role.
+func (s *Service) ChangeMemberRole(ctx context.Context, meta Meta, orgID, userID saasapi.ID, role saasapi.Role) (projections.Membership, error) {
+	var m projections.Membership
+	err := s.memberWrite(ctx, meta, orgID, userID,
+		func(a saasapi.Access, current projections.Membership, owners int) (string, any, error) {
+			changed, err := decideChangeRole(a.Role, current, role, owners)
+			if err != nil || changed == nil {
+				return "", nil, err
+			}
+			return saasapi.EventMemberRoleChanged, *changed, nil
+		}, readMembership(&m, userID))
+	return m, err
+}
+
+// RemoveMember removes a user from an organisation.
+func (s *Service) RemoveMember(ctx context.Context, meta Meta, orgID, userID saasapi.ID) error {
+	return s.memberWrite(ctx, meta, orgID, userID,
+		func(a saasapi.Access, current projections.Membership, owners int) (string, any, error) {
+			removed, err := decideRemoveMember(a.Role, current, owners)
+			if err != nil {
+				return "", nil, err
+			}
+			return saasapi.EventMemberRemoved, removed, nil
+		}, nil)
+}

@@ -1,0 +1,173 @@
+package commands
+
+import (
+	"context"
+	"net/mail"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/saasapi/saasapi"
+	"github.com/saasapi/saasapi/eventstore"
+	"github.com/saasapi/saasapi/projections"
+)
+
+// maxPasswordLength bounds the work one login can cause.
+const maxPasswordLength = 256
+
+// RegisterInput is the body of a registration.
+type RegisterInput struct {
+	Email       string
+	Password    string
+	DisplayName string
+}
+
+// normaliseEmail trims and lower-cases an address and checks that it is a
+// plain address (no display name, a dotted domain).
+func normaliseEmail(raw string) (string, bool) {
+	email := strings.ToLower(strings.TrimSpace(raw))
+	if email == "" || len(email) > 254 {
+		return "", false
+	}
+	addr, err := mail.ParseAddress(email)
+	if err != nil || addr.Name != "" || addr.Address != email {
+		return "", false
+	}
+	at := strings.LastIndexByte(email, '@')
+	local, domain := email[:at], email[at+1:]
+	if local == "" || len(local) > 64 || !strings.Contains(domain, ".") ||
+		strings.HasPrefix(domain, ".") || strings.HasSuffix(domain, ".") || strings.Contains(domain, "..") {
+		return "", false
+	}
+	return email, true
+}
+
+func lengthBetween(s string, lo, hi int) bool {
+	n := utf8.RuneCountInString(s)
+	return n >= lo && n <= hi
+}
+
+// validateRegistration is the pure part of registration: it checks the
+// input and returns the normalised email.
+func validateRegistration(in RegisterInput, minPassword int) (string, error) {
+	var fields []saasapi.FieldError
+	email, ok := normaliseEmail(in.Email)
+	if !ok {
+		fields = append(fields, saasapi.FieldError{Field: "email", Message: "value is not a valid email address"})
+	}
+	switch {
+	case !lengthBetween(in.Password, minPassword, maxPasswordLength):
+		fields = append(fields, saasapi.FieldError{Field: "password",
+			Message: "password must be between " + strconv.Itoa(minPassword) + " and " + strconv.Itoa(maxPasswordLength) + " characters"})
+	case strings.TrimFunc(in.Password, unicode.IsSpace) == "":
+		fields = append(fields, saasapi.FieldError{Field: "password", Message: "password must not be only whitespace"})
+	}
+	if !lengthBetween(in.DisplayName, 1, 120) {
+		fields = append(fields, saasapi.FieldError{Field: "display_name", Message: "display_name must be between 1 and 120 characters"})
+	}
+	if len(fields) > 0 {
+		return "", saasapi.Invalid(saasapi.MsgValidation, fields...)
+	}
+	return email, nil
+}
+
+// Register creates a user account: the user's own ledger with a
+// user.registered event, and the password hash in user_credentials (never in
+// an event).
+func (s *Service) Register(ctx context.Context, meta Meta, in RegisterInput) (projections.User, error) {
+	email, err := validateRegistration(in, s.passwordMinLength)
+	if err != nil {
+		return projections.User{}, err
+	}
+	// Hash before the transaction: Argon2 takes tens of milliseconds, which
+	// must not be spent holding a connection.
+	hash, err := s.hasher.Hash(ctx, in.Password)
+	if err != nil {
+		return projections.User{}, err
+	}
+	userID := saasapi.NewID()
+	// The new user is the actor of their own registration.
+	meta.Principal = saasapi.UserPrincipal(userID)
+	_, err = s.write(ctx, func(tx pgx.Tx) ([]saasapi.Event, error) {
+		b := &pgx.Batch{}
+		head := eventstore.NewLedger(b, userID, saasapi.LedgerUser)
+		b.Queue(`INSERT INTO user_credentials (user_id, password_hash) VALUES ($1, $2)`, userID, hash)
+		ev := s.newEvent(meta, head, saasapi.StreamUser, userID, 1, saasapi.EventUserRegistered,
+			saasapi.UserRegistered{Email: email, DisplayName: in.DisplayName})
+		return record(ctx, tx, b, &head, []saasapi.NewEvent{ev})
+	})
+	if err != nil {
+		return projections.User{}, err
+	}
+	return projections.GetUser(ctx, s.pool, userID)
+}
+
+// LoginResult is a successful login.
+type LoginResult struct {
+	AccessToken string
+	ExpiresIn   time.Duration
+	UserID      saasapi.ID
+}
+
+// Login checks an email and password and issues an access token. Unknown
+// email, inactive user and wrong password fail alike and cost the same: one
+// Argon2 computation each. Known accounts record user.logged_in or
+// user.login_failed in their own ledger.
+func (s *Service) Login(ctx context.Context, meta Meta, email, password string) (LoginResult, error) {
+	fail := saasapi.Errorf(saasapi.EUNAUTHENTICATED, saasapi.MsgInvalidCredentials)
+	normalised, okEmail := normaliseEmail(email)
+	if !okEmail || utf8.RuneCountInString(password) > maxPasswordLength {
+		s.hasher.VerifyDummy(ctx, password)
+		return LoginResult{}, fail
+	}
+	cred, found, err := projections.GetCredentials(ctx, s.pool, normalised)
+	if err != nil {
+		return LoginResult{}, err
+	}
+	if !found {
+		s.hasher.VerifyDummy(ctx, password)
+		return LoginResult{}, fail
+	}
+	ok, err := s.hasher.Verify(ctx, password, cred.PasswordHash)
+	if err != nil {
+		return LoginResult{}, err
+	}
+	userID := cred.User.ID
+	eventType, data, principal := saasapi.EventUserLoggedIn, any(saasapi.UserLoggedIn{}), saasapi.UserPrincipal(userID)
+	switch {
+	case !ok:
+		eventType, data = saasapi.EventUserLoginFailed, saasapi.UserLoginFailed{Reason: "invalid_password"}
+		principal = saasapi.Principal{Type: saasapi.PrincipalAnonymous}
+	case !cred.User.IsActive:
+		eventType, data = saasapi.EventUserLoginFailed, saasapi.UserLoginFailed{Reason: "inactive_user"}
+		principal = saasapi.Principal{Type: saasapi.PrincipalAnonymous}
+	}
+	meta.Principal = principal
+	_, err = s.write(ctx, func(tx pgx.Tx) ([]saasapi.Event, error) {
+		head, err := eventstore.LockLedger(ctx, tx, userID)
+		if err != nil {
+			return nil, err
+		}
+		version, err := projections.UserVersion(ctx, tx, userID)
+		if err != nil {
+			return nil, err
+		}
+		return record(ctx, tx, &pgx.Batch{}, &head, []saasapi.NewEvent{
+			s.newEvent(meta, head, saasapi.StreamUser, userID, version+1, eventType, data),
+		})
+	})
+	if err != nil {
+		return LoginResult{}, err
+	}
+	if eventType != saasapi.EventUserLoggedIn {
+		return LoginResult{}, fail
+	}
+	token, ttl, err := s.tokens.Issue(userID)
+	if err != nil {
+		return LoginResult{}, err
+	}
+	return LoginResult{AccessToken: token, ExpiresIn: ttl, UserID: userID}, nil
+}

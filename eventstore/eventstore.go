@@ -1,0 +1,182 @@
+// Package eventstore owns the events and ledgers tables: appending events
+// inside a ledger's critical section (gapless sequence, hash chain, stream
+// version guard), reading them back, and verifying the chain.
+package eventstore
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/saasapi/saasapi"
+)
+
+// Querier is what the store needs from a connection, pool or transaction.
+type Querier interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// HashSize is the length of every hash in the chain (SHA-256).
+const HashSize = sha256.Size
+
+// ZeroHash is the prev_hash of the first event of every ledger.
+var ZeroHash = make([]byte, HashSize)
+
+// ErrLedgerNotFound is returned by LockLedger when no such ledger exists.
+var ErrLedgerNotFound = errors.New("ledger not found")
+
+// Head is a ledger's position: the sequence and hash of its last event.
+type Head struct {
+	LedgerID   saasapi.ID
+	LedgerType string
+	Sequence   int64
+	Hash       []byte
+	UpdatedAt  time.Time
+}
+
+// LockLedger locks the ledger's row for the rest of the transaction and
+// returns its head. Every writer of the ledger takes this lock first, so
+// events of one ledger commit in sequence order and the chain never forks.
+func LockLedger(ctx context.Context, tx pgx.Tx, ledgerID saasapi.ID) (Head, error) {
+	h := Head{LedgerID: ledgerID}
+	err := tx.QueryRow(ctx,
+		`SELECT ledger_type, last_sequence, last_hash, updated_at FROM ledgers WHERE ledger_id = $1 FOR UPDATE`,
+		ledgerID).Scan(&h.LedgerType, &h.Sequence, &h.Hash, &h.UpdatedAt)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Head{}, ErrLedgerNotFound
+	}
+	if err != nil {
+		return Head{}, fmt.Errorf("lock ledger %s: %w", ledgerID, err)
+	}
+	return h, nil
+}
+
+// NewLedger returns the head of a ledger that does not exist yet and queues
+// its creation on b. The row is inserted in the caller's transaction, which
+// therefore holds it locked until commit.
+func NewLedger(b *pgx.Batch, ledgerID saasapi.ID, ledgerType string) Head {
+	b.Queue(`INSERT INTO ledgers (ledger_id, ledger_type) VALUES ($1, $2)`, ledgerID, ledgerType)
+	return Head{LedgerID: ledgerID, LedgerType: ledgerType, Hash: ZeroHash}
+}
+
+// Append gives the events the next sequences of the ledger whose head is
+// given, chains their hashes, and queues their inserts and the new head on b.
+// The caller must hold the ledger lock (LockLedger or NewLedger in the same
+// transaction) and send b before commit. head is advanced in place. A
+// stream_version that is already taken makes the batch fail with a unique
+// violation on events_stream_type_stream_id_stream_version_key: the
+// optimistic concurrency guard.
+func Append(b *pgx.Batch, head *Head, evs []saasapi.NewEvent) ([]saasapi.Event, error) {
+	out := make([]saasapi.Event, 0, len(evs))
+	for _, ne := range evs {
+		if ne.LedgerID != head.LedgerID {
+			return nil, fmt.Errorf("append %s: event for ledger %s appended to %s", ne.Type, ne.LedgerID, head.LedgerID)
+		}
+		payload, err := json.Marshal(ne.Data)
+		if err != nil {
+			return nil, fmt.Errorf("encode %s payload: %w", ne.Type, err)
+		}
+		id := ne.ID
+		if id == "" {
+			id = saasapi.NewID()
+		}
+		e := saasapi.Event{
+			ID:            id,
+			LedgerID:      head.LedgerID,
+			LedgerType:    head.LedgerType,
+			Sequence:      head.Sequence + 1,
+			StreamType:    ne.StreamType,
+			StreamID:      ne.StreamID,
+			StreamVersion: ne.StreamVersion,
+			Type:          ne.Type,
+			SchemaVersion: 1,
+			Actor:         ne.Actor,
+			RequestID:     ne.RequestID,
+			OccurredAt:    ne.OccurredAt.UTC().Truncate(time.Microsecond),
+			Payload:       payload,
+			PrevHash:      head.Hash,
+		}
+		e.Hash = Hash(e.PrevHash, Canonical(e))
+		b.Queue(`INSERT INTO events (event_id, ledger_id, ledger_type, sequence, stream_type, stream_id,
+				stream_version, event_type, schema_version, actor_type, actor_user_id, actor_api_key_id,
+				request_id, occurred_at, payload, prev_hash, hash)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)`,
+			e.ID, e.LedgerID, e.LedgerType, e.Sequence, e.StreamType, e.StreamID,
+			e.StreamVersion, e.Type, e.SchemaVersion, string(e.Actor.Type), e.Actor.UserID.Ptr(), e.Actor.APIKeyID.Ptr(),
+			nullString(e.RequestID), e.OccurredAt, string(e.Payload), e.PrevHash, e.Hash)
+		head.Sequence = e.Sequence
+		head.Hash = e.Hash
+		head.UpdatedAt = e.OccurredAt
+		out = append(out, e)
+	}
+	if len(out) > 0 {
+		b.Queue(`UPDATE ledgers SET last_sequence = $2, last_hash = $3, updated_at = $4 WHERE ledger_id = $1`,
+			head.LedgerID, head.Sequence, head.Hash, head.UpdatedAt)
+	}
+	return out, nil
+}
+
+// Canonical returns the bytes of an event that its hash covers: the fields
+// below, in this order, as UTF-8 text joined by a single line feed, with
+// NULLs as empty strings, the timestamp in UTC with microseconds, and the
+// payload exactly as stored. docs/audit.md defines the same bytes for
+// re-computation with psql and sha256sum.
+func Canonical(e saasapi.Event) []byte {
+	fields := []string{
+		"saasapi-event-v1",
+		string(e.ID),
+		e.LedgerType,
+		string(e.LedgerID),
+		strconv.FormatInt(e.Sequence, 10),
+		e.StreamType,
+		string(e.StreamID),
+		strconv.FormatInt(e.StreamVersion, 10),
+		e.Type,
+		strconv.Itoa(e.SchemaVersion),
+		string(e.Actor.Type),
+		string(e.Actor.UserID),
+		string(e.Actor.APIKeyID),
+		e.RequestID,
+		FormatTime(e.OccurredAt),
+	}
+	n := len(e.Payload)
+	for _, f := range fields {
+		n += len(f) + 1
+	}
+	buf := make([]byte, 0, n)
+	for _, f := range fields {
+		buf = append(buf, f...)
+		buf = append(buf, '\n')
+	}
+	return append(buf, e.Payload...)
+}
+
+// Hash chains one event: SHA-256 over the previous hash followed by the
+// event's canonical bytes.
+func Hash(prev, canonical []byte) []byte {
+	h := sha256.New()
+	h.Write(prev)
+	h.Write(canonical)
+	return h.Sum(nil)
+}
+
+// FormatTime renders a timestamp as the canonical form does: UTC, six
+// fractional digits, Z suffix.
+func FormatTime(t time.Time) string {
+	return t.UTC().Format("2006-01-02T15:04:05.000000Z")
+}
+
+func nullString(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}

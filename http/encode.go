@@ -1,0 +1,178 @@
+package http
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"mime"
+	"net/http"
+	"reflect"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/saasapi/saasapi"
+)
+
+// maxBodyBytes is the largest request body accepted (413 beyond).
+const maxBodyBytes = 1 << 20
+
+// encode writes v as JSON with the given status.
+func encode(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	encodeWithType(w, status, v)
+}
+
+func encodeWithType(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		b = []byte(`{"detail":"internal server error"}`)
+		status = http.StatusInternalServerError
+	}
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)+1))
+	w.WriteHeader(status)
+	_, _ = w.Write(append(b, '\n'))
+}
+
+// decodeError is a body that could not be decoded; it carries the status
+// to answer with (413, 415 or 422).
+type decodeError struct {
+	status int
+	detail string
+	fields []saasapi.FieldError
+}
+
+func (e *decodeError) Error() string { return e.detail }
+
+func invalidBody(field, message string) *decodeError {
+	return &decodeError{status: http.StatusUnprocessableEntity, detail: saasapi.MsgValidation,
+		fields: []saasapi.FieldError{{Field: field, Message: message}}}
+}
+
+// decode reads a JSON object into dst (a pointer to a struct) strictly:
+// Go matches object keys to fields case-insensitively, which would let
+// {"ROLE": ...} through, so every key must equal a field's JSON name
+// exactly, appear once, and required keys must be present.
+func decode(r *http.Request, dst any, required ...string) error {
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		mt, _, err := mime.ParseMediaType(ct)
+		if err != nil || (mt != "application/json" && !strings.HasSuffix(mt, "+json")) {
+			return &decodeError{status: http.StatusUnsupportedMediaType, detail: "request body must be application/json"}
+		}
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, maxBodyBytes))
+	if err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			return &decodeError{status: http.StatusRequestEntityTooLarge, detail: "request body is too large"}
+		}
+		return invalidBody("body", "request body could not be read")
+	}
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(body, &raw); err != nil || raw == nil {
+		return invalidBody("body", "request body must be a JSON object")
+	}
+	if err := checkKeys(body, reflect.TypeOf(dst).Elem(), required); err != nil {
+		return err
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(dst); err != nil {
+		var typeErr *json.UnmarshalTypeError
+		if errors.As(err, &typeErr) {
+			return invalidBody(typeErr.Field, "value has the wrong type")
+		}
+		return invalidBody("body", "request body is not valid JSON")
+	}
+	return nil
+}
+
+var fieldNames sync.Map // reflect.Type -> map[string]bool
+
+func jsonFields(t reflect.Type) map[string]bool {
+	if v, ok := fieldNames.Load(t); ok {
+		return v.(map[string]bool)
+	}
+	names := map[string]bool{}
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if name == "-" || !f.IsExported() {
+			continue
+		}
+		if name == "" {
+			name = f.Name
+		}
+		names[name] = true
+	}
+	fieldNames.Store(t, names)
+	return names
+}
+
+// checkKeys walks the top-level keys of the object in body.
+func checkKeys(body []byte, t reflect.Type, required []string) error {
+	known := jsonFields(t)
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if _, err := dec.Token(); err != nil { // {
+		return invalidBody("body", "request body must be a JSON object")
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return invalidBody("body", "request body is not valid JSON")
+		}
+		key, _ := tok.(string)
+		if !known[key] {
+			return invalidBody(key, "unknown field")
+		}
+		if seen[key] {
+			return invalidBody(key, "duplicate field")
+		}
+		seen[key] = true
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return invalidBody(key, "value is not valid JSON")
+		}
+	}
+	for _, k := range required {
+		if !seen[k] {
+			return invalidBody(k, "field required")
+		}
+	}
+	return nil
+}
+
+// decodeOrFail decodes and answers the error itself; it reports success.
+func (s *Server) decodeOrFail(w http.ResponseWriter, r *http.Request, dst any, required ...string) bool {
+	err := decode(r, dst, required...)
+	if err == nil {
+		return true
+	}
+	var de *decodeError
+	if errors.As(err, &de) {
+		writeProblem(w, r, de.status, de.detail, de.fields)
+		return false
+	}
+	s.writeError(w, r, err)
+	return false
+}
+
+// Nullable is a JSON field that may be absent, null, or a value; it lets a
+// PATCH tell "leave unchanged" from "clear".
+type Nullable[T any] struct {
+	Set   bool
+	Null  bool
+	Value T
+}
+
+// UnmarshalJSON records presence, null, and the value.
+func (n *Nullable[T]) UnmarshalJSON(b []byte) error {
+	n.Set = true
+	if string(b) == "null" {
+		n.Null = true
+		return nil
+	}
+	return json.Unmarshal(b, &n.Value)
+}

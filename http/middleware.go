@@ -1,0 +1,186 @@
+package http
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/saasapi/saasapi"
+	"github.com/saasapi/saasapi/projections"
+)
+
+type ctxKey int
+
+const requestStateKey ctxKey = iota
+
+// requestState is per-request data that inner handlers fill in and the
+// outer logging and metrics middleware read after the handler returned.
+type requestState struct {
+	requestID string
+	principal saasapi.Principal
+}
+
+func stateOf(ctx context.Context) *requestState {
+	st, _ := ctx.Value(requestStateKey).(*requestState)
+	if st == nil {
+		return &requestState{}
+	}
+	return st
+}
+
+func requestIDOf(ctx context.Context) string { return stateOf(ctx).requestID }
+
+// saneRequestID accepts a caller's request ID when it is printable ASCII of
+// at most 128 characters, so that it is safe to log and echo.
+func saneRequestID(id string) bool {
+	if id == "" || len(id) > 128 {
+		return false
+	}
+	for i := range len(id) {
+		if id[i] < 0x20 || id[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+// statusRecorder remembers the status a handler wrote.
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	if r.status == 0 {
+		r.status = code
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *statusRecorder) Write(b []byte) (int, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	return r.ResponseWriter.Write(b)
+}
+
+func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+// requestContext assigns the request ID, and after the handler records the
+// request's metrics and its one log line.
+func (s *Server) requestContext(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		st := &requestState{requestID: r.Header.Get("X-Request-ID")}
+		if !saneRequestID(st.requestID) {
+			st.requestID = saasapi.NewID().String()
+		}
+		w.Header().Set("X-Request-ID", st.requestID)
+		ctx := context.WithValue(r.Context(), requestStateKey, st)
+		rec := &statusRecorder{ResponseWriter: w}
+		next.ServeHTTP(rec, r.WithContext(ctx))
+
+		if rec.status == 0 {
+			rec.status = http.StatusOK
+		}
+		route := "unmatched"
+		if rc := chi.RouteContext(ctx); rc != nil && rc.RoutePattern() != "" {
+			route = rc.RoutePattern()
+		}
+		elapsed := time.Since(start)
+		s.deps.Metrics.ObserveRequest(r.Method, route, rec.status, elapsed)
+		attrs := []slog.Attr{
+			slog.String("request_id", st.requestID),
+			slog.String("method", r.Method),
+			slog.String("route", route),
+			slog.Int("status", rec.status),
+			slog.Float64("duration_ms", float64(elapsed.Microseconds())/1000),
+		}
+		if st.principal.Type != "" {
+			attrs = append(attrs, slog.String("principal_type", string(st.principal.Type)),
+				slog.String("principal_id", st.principal.ID().String()))
+		}
+		s.deps.Logger.LogAttrs(ctx, slog.LevelInfo, "request", attrs...)
+	})
+}
+
+// recoverPanics turns a panic into a logged 500 problem.
+func (s *Server) recoverPanics(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if v := recover(); v != nil {
+				if err, ok := v.(error); ok && errors.Is(err, http.ErrAbortHandler) {
+					panic(v)
+				}
+				s.deps.Logger.ErrorContext(r.Context(), "panic", slog.String("request_id", requestIDOf(r.Context())),
+					slog.Any("panic", v))
+				writeProblem(w, r, http.StatusInternalServerError, "internal server error", nil)
+			}
+		}()
+		next.ServeHTTP(w, r)
+	})
+}
+
+// secureHeaders marks every response as not cacheable and not sniffable:
+// they carry tenant data.
+func (s *Server) secureHeaders(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("Cache-Control", "no-store")
+		h.Set("X-Content-Type-Options", "nosniff")
+		next.ServeHTTP(w, r)
+	})
+}
+
+// bearerToken extracts the token of a Bearer Authorization header.
+func bearerToken(r *http.Request) (string, bool) {
+	scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	if !ok || !strings.EqualFold(scheme, "bearer") {
+		return "", false
+	}
+	token = strings.TrimSpace(token)
+	return token, token != ""
+}
+
+// requireUser admits only callers with a valid user access token.
+func (s *Server) requireUser(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		token, ok := bearerToken(r)
+		if !ok {
+			writeProblem(w, r, http.StatusUnauthorized, saasapi.MsgAuthRequired, nil)
+			return
+		}
+		userID, err := s.deps.Tokens.Verify(token)
+		if err != nil {
+			writeProblem(w, r, http.StatusUnauthorized, saasapi.MsgInvalidToken, nil)
+			return
+		}
+		// A token outlives nothing: the user must still exist and be active.
+		active, err := s.userActive(r.Context(), userID)
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		if !active {
+			writeProblem(w, r, http.StatusUnauthorized, saasapi.MsgInvalidToken, nil)
+			return
+		}
+		stateOf(r.Context()).principal = saasapi.UserPrincipal(userID)
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (s *Server) userActive(ctx context.Context, userID saasapi.ID) (bool, error) {
+	u, err := projections.GetUser(ctx, s.deps.Pool, userID)
+	if saasapi.ErrorCode(err) == saasapi.ENOTFOUND {
+		return false, nil
+	}
+	return u.IsActive, err
+}
+
+// principalOf returns the authenticated caller.
+func principalOf(r *http.Request) saasapi.Principal { return stateOf(r.Context()).principal }

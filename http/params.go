@@ -1,0 +1,128 @@
+package http
+
+import (
+	"context"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/saasapi/saasapi"
+	"github.com/saasapi/saasapi/commands"
+	"github.com/saasapi/saasapi/projections"
+)
+
+// pathID parses a ULID path parameter; a malformed one is 422.
+func pathID(r *http.Request, name string) (saasapi.ID, error) {
+	id, err := saasapi.ParseID(chi.URLParam(r, name))
+	if err != nil {
+		return "", saasapi.Invalid(saasapi.MsgValidation, saasapi.FieldError{Field: name, Message: "value is not a valid ULID"})
+	}
+	return id, nil
+}
+
+// pageParams reads limit (1..100, default 50) and offset (>= 0, default 0).
+func pageParams(r *http.Request) (projections.Page, error) {
+	q := r.URL.Query()
+	limit, err := intParam(q.Get("limit"), "limit", 50, 1, 100)
+	if err != nil {
+		return projections.Page{}, err
+	}
+	offset, err := intParam(q.Get("offset"), "offset", 0, 0, 1<<31-1)
+	if err != nil {
+		return projections.Page{}, err
+	}
+	return projections.Page{Limit: limit, Offset: offset}, nil
+}
+
+func intParam(raw, name string, def, lo, hi int) (int, error) {
+	if raw == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(raw)
+	if err != nil || n < lo || n > hi {
+		return 0, saasapi.Invalid(saasapi.MsgValidation, saasapi.FieldError{Field: name,
+			Message: name + " must be an integer from " + strconv.Itoa(lo) + " to " + strconv.Itoa(hi)})
+	}
+	return n, nil
+}
+
+// pagination is the pagination block of every list response.
+type pagination struct {
+	Limit      int     `json:"limit"`
+	Offset     int     `json:"offset"`
+	Total      int     `json:"total"`
+	Count      int     `json:"count"`
+	NextCursor *string `json:"next_cursor,omitempty"`
+}
+
+// list is the body of every list endpoint.
+type list[T any] struct {
+	Items      []T        `json:"items"`
+	Pagination pagination `json:"pagination"`
+}
+
+func newList[T any](items []T, page projections.Page, total int) list[T] {
+	if items == nil {
+		items = []T{}
+	}
+	return list[T]{Items: items, Pagination: pagination{Limit: page.Limit, Offset: page.Offset, Total: total, Count: len(items)}}
+}
+
+// mapSlice converts read models into response items.
+func mapSlice[A, B any](in []A, f func(A) B) []B {
+	out := make([]B, len(in))
+	for i, a := range in {
+		out[i] = f(a)
+	}
+	return out
+}
+
+// setETag sends the entity's stream version as a strong ETag.
+func setETag(w http.ResponseWriter, version int64) {
+	w.Header().Set("ETag", `"`+strconv.FormatInt(version, 10)+`"`)
+}
+
+// ifMatch parses If-Match into the version the caller expects. "*" and an
+// absent header impose nothing; anything that is not one of our ETags can
+// never match.
+func ifMatch(r *http.Request) *int64 {
+	raw := strings.TrimSpace(r.Header.Get("If-Match"))
+	if raw == "" || raw == "*" {
+		return nil
+	}
+	raw = strings.TrimPrefix(raw, "W/")
+	v, err := strconv.ParseInt(strings.Trim(raw, `"`), 10, 64)
+	if err != nil {
+		v = -1
+	}
+	return &v
+}
+
+// meta builds the command metadata of a request.
+func meta(r *http.Request) commands.Meta {
+	return commands.Meta{Principal: principalOf(r), RequestID: requestIDOf(r.Context()), IfMatch: ifMatch(r)}
+}
+
+// authorize applies the contract's organisation access order for a read:
+// 404 when the organisation does not exist, then 403 for non-members, then
+// 403 without the permission. The granted Access scopes every query after.
+func (s *Server) authorize(ctx context.Context, p saasapi.Principal, orgID saasapi.ID, perm saasapi.Permission) (saasapi.Access, error) {
+	exists, role, err := projections.OrganisationAccess(ctx, s.deps.Pool, orgID, p.UserID)
+	if err != nil {
+		return saasapi.Access{}, err
+	}
+	if !exists {
+		return saasapi.Access{}, saasapi.Errorf(saasapi.ENOTFOUND, saasapi.MsgOrgNotFound)
+	}
+	return saasapi.Authorize(p, orgID, role, perm)
+}
+
+// orgAccess parses organisation_id and authorizes the caller for perm.
+func (s *Server) orgAccess(r *http.Request, perm saasapi.Permission) (saasapi.Access, error) {
+	orgID, err := pathID(r, "organisation_id")
+	if err != nil {
+		return saasapi.Access{}, err
+	}
+	return s.authorize(r.Context(), principalOf(r), orgID, perm)
+}

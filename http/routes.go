@@ -1,0 +1,34 @@
+package http
+
+import "github.com/go-chi/chi/v5"
+
+// routes lists the whole API surface on one screen.
+func (s *Server) routes() {
+	r := s.router
+	r.Use(s.requestContext, s.recoverPanics, s.secureHeaders)
+	r.NotFound(s.handleNotFound())
+	r.MethodNotAllowed(s.handleMethodNotAllowed())
+
+	r.Get("/healthz", s.handleHealthz())
+	r.Get("/readyz", s.handleReadyz())
+	r.Method("GET", "/metrics", s.deps.Metrics.Handler())
+
+	r.Post("/auth/register", s.handleRegister())
+	r.Post("/auth/login", s.handleLogin())
+
+	// Routes for signed-in users only: an API key here is 401.
+	r.Group(func(r chi.Router) {
+		r.Use(s.requireUser)
+		r.Get("/me", s.handleMe())
+
+		r.Post("/orgs", s.handleCreateOrganisation())
+		r.Get("/orgs", s.handleListOrganisations())
+		r.Get("/orgs/{organisation_id}", s.handleGetOrganisation())
+		r.Patch("/orgs/{organisation_id}", s.handleUpdateOrganisation())
+
+		r.Get("/orgs/{organisation_id}/members", s.handleListMembers())
+		r.Post("/orgs/{organisation_id}/members", s.handleAddMember())
+		r.Patch("/orgs/{organisation_id}/members/{user_id}", s.handleChangeMemberRole())
+		r.Delete("/orgs/{organisation_id}/members/{user_id}", s.handleRemoveMember())
+	})
+}

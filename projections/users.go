@@ -1,0 +1,90 @@
+package projections
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/saasapi/saasapi"
+)
+
+// User is the users read model.
+type User struct {
+	ID          saasapi.ID
+	Email       string
+	DisplayName string
+	IsActive    bool
+	Version     int64
+	CreatedAt   time.Time
+	UpdatedAt   time.Time
+}
+
+func init() {
+	register(saasapi.EventUserRegistered, func(b *pgx.Batch, e saasapi.Event, p any) {
+		d := p.(*saasapi.UserRegistered)
+		b.Queue(`INSERT INTO users (id, email, display_name, is_active, version, created_at, updated_at)
+			VALUES ($1, $2, $3, true, $4, $5, $5)`, e.StreamID, d.Email, d.DisplayName, e.StreamVersion, e.OccurredAt)
+	})
+	// Sign-in events belong to the user's stream; they only move its version.
+	bump := func(b *pgx.Batch, e saasapi.Event, _ any) {
+		b.Queue(`UPDATE users SET version = $2 WHERE id = $1`, e.StreamID, e.StreamVersion)
+	}
+	register(saasapi.EventUserLoggedIn, bump)
+	register(saasapi.EventUserLoginFailed, bump)
+}
+
+const userColumns = `id, email, display_name, is_active, version, created_at, updated_at`
+
+func scanUser(row pgx.Row) (User, error) {
+	var u User
+	err := row.Scan(&u.ID, &u.Email, &u.DisplayName, &u.IsActive, &u.Version, &u.CreatedAt, &u.UpdatedAt)
+	return u, err
+}
+
+// GetUser returns a user by ID, or a not-found error.
+func GetUser(ctx context.Context, q Querier, id saasapi.ID) (User, error) {
+	u, err := scanUser(q.QueryRow(ctx, `SELECT `+userColumns+` FROM users WHERE id = $1`, id))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return User{}, saasapi.Errorf(saasapi.ENOTFOUND, saasapi.MsgUserNotFound)
+	}
+	if err != nil {
+		return User{}, fmt.Errorf("get user: %w", err)
+	}
+	return u, nil
+}
+
+// Credentials are what a login needs: the user and the password hash.
+type Credentials struct {
+	User         User
+	PasswordHash string
+}
+
+// GetCredentials returns the user with the given (normalised) email and the
+// password hash, or found=false.
+func GetCredentials(ctx context.Context, q Querier, email string) (c Credentials, found bool, err error) {
+	row := q.QueryRow(ctx, `SELECT u.id, u.email, u.display_name, u.is_active, u.version, u.created_at, u.updated_at,
+			c.password_hash
+		FROM users u JOIN user_credentials c ON c.user_id = u.id WHERE u.email = $1`, email)
+	err = row.Scan(&c.User.ID, &c.User.Email, &c.User.DisplayName, &c.User.IsActive, &c.User.Version,
+		&c.User.CreatedAt, &c.User.UpdatedAt, &c.PasswordHash)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Credentials{}, false, nil
+	}
+	if err != nil {
+		return Credentials{}, false, fmt.Errorf("get credentials: %w", err)
+	}
+	return c, true, nil
+}
+
+// UserVersion returns the current version of a user's stream for appending
+// to it; the caller holds the user's ledger lock.
+func UserVersion(ctx context.Context, q Querier, id saasapi.ID) (int64, error) {
+	var v int64
+	err := q.QueryRow(ctx, `SELECT version FROM users WHERE id = $1`, id).Scan(&v)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, saasapi.Errorf(saasapi.ENOTFOUND, saasapi.MsgUserNotFound)
+	}
+	return v, err
+}

@@ -1,0 +1,6 @@
+// Package saasapi holds the domain language of the multi-tenant SaaS API:
+// identifiers, roles and the permission table, principals, the event
+// catalogue and the domain error type. Every other package talks to the others
+// through these types; this package depends on nothing but the standard
+// library and ULID generation.
+package saasapi
