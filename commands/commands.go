@@ -129,8 +129,10 @@ func (s *Service) newEvent(meta Meta, head eventstore.Head, streamType string, s
 }
 
 // orgDecision decides the events of a command on an organisation, given the
-// authorized access; it runs under the organisation's ledger lock.
-type orgDecision func(ctx context.Context, tx pgx.Tx, a saasapi.Access, head eventstore.Head) ([]saasapi.NewEvent, error)
+// authorized access; it runs under the organisation's ledger lock. It may
+// queue statements of its own on b (a secret for its own table), which are
+// sent with the events.
+type orgDecision func(ctx context.Context, tx pgx.Tx, a saasapi.Access, head eventstore.Head, b *pgx.Batch) ([]saasapi.NewEvent, error)
 
 // orgResult reads a command's result back inside its transaction, after the
 // events were applied, so the response shows exactly what was committed.
@@ -158,13 +160,14 @@ func (s *Service) orgWrite(ctx context.Context, meta Meta, orgID saasapi.ID, per
 		if err != nil {
 			return nil, err
 		}
-		evs, err := decide(ctx, tx, access, head)
+		b := &pgx.Batch{}
+		evs, err := decide(ctx, tx, access, head, b)
 		if err != nil {
 			return nil, err
 		}
 		var recorded []saasapi.Event
-		if len(evs) > 0 {
-			if recorded, err = record(ctx, tx, &pgx.Batch{}, &head, evs); err != nil {
+		if len(evs) > 0 || b.Len() > 0 {
+			if recorded, err = record(ctx, tx, b, &head, evs); err != nil {
 				return nil, err
 			}
 		}

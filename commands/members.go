@@ -42,7 +42,7 @@ func (s *Service) AddMember(ctx context.Context, meta Meta, orgID saasapi.ID, in
 	}
 	var m projections.Membership
 	_, err := s.orgWrite(ctx, meta, orgID, saasapi.PermManageMembers,
-		func(ctx context.Context, tx pgx.Tx, a saasapi.Access, head eventstore.Head) ([]saasapi.NewEvent, error) {
+		func(ctx context.Context, tx pgx.Tx, a saasapi.Access, head eventstore.Head, _ *pgx.Batch) ([]saasapi.NewEvent, error) {
 			_, err := projections.GetUser(ctx, tx, in.UserID)
 			userExists := err == nil
 			if err != nil && saasapi.ErrorCode(err) != saasapi.ENOTFOUND {
@@ -105,7 +105,7 @@ func (s *Service) memberWrite(ctx context.Context, meta Meta, orgID, userID saas
 	result orgResult,
 ) error {
 	_, err := s.orgWrite(ctx, meta, orgID, saasapi.PermManageMembers,
-		func(ctx context.Context, tx pgx.Tx, a saasapi.Access, head eventstore.Head) ([]saasapi.NewEvent, error) {
+		func(ctx context.Context, tx pgx.Tx, a saasapi.Access, head eventstore.Head, _ *pgx.Batch) ([]saasapi.NewEvent, error) {
 			current, err := projections.GetMembership(ctx, tx, a, userID)
 			if err != nil {
 				return nil, err
@@ -115,13 +115,18 @@ func (s *Service) memberWrite(ctx context.Context, meta Meta, orgID, userID saas
 				return nil, err
 			}
 			eventType, data, err := decide(a, current, owners)
-			if err != nil || eventType == "" {
+			if err != nil {
 				return nil, err
 			}
 			// If-Match is checked after the permission rules so that a caller
-			// who may not act learns nothing from a version mismatch.
+			// who may not act learns nothing from a version mismatch, and
+			// before the no-op case so that a stale precondition fails even
+			// when the write would change nothing.
 			if err := checkIfMatch(meta, current.Version); err != nil {
 				return nil, err
+			}
+			if eventType == "" {
+				return nil, nil
 			}
 			return []saasapi.NewEvent{s.newEvent(meta, head, saasapi.StreamMembership, current.ID,
 				current.Version+1, eventType, data)}, nil

@@ -164,7 +164,7 @@ func (s *Service) UpdateOrganisation(ctx context.Context, meta Meta, orgID saasa
 	}
 	var org projections.Organisation
 	_, err := s.orgWrite(ctx, meta, orgID, saasapi.PermUpdateOrganisation,
-		func(ctx context.Context, tx pgx.Tx, a saasapi.Access, head eventstore.Head) ([]saasapi.NewEvent, error) {
+		func(ctx context.Context, tx pgx.Tx, a saasapi.Access, head eventstore.Head, _ *pgx.Batch) ([]saasapi.NewEvent, error) {
 			current, err := projections.GetOrganisation(ctx, tx, a)
 			if err != nil {
 				return nil, err

@@ -4,14 +4,18 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/saasapi/saasapi"
 	"github.com/saasapi/saasapi/auth"
@@ -153,7 +157,7 @@ func (e *env) do(r req) response {
 	if err != nil {
 		e.t.Fatalf("%s %s: %v", r.method, r.path, err)
 	}
-	defer res.Body.Close()
+	defer func() { _ = res.Body.Close() }()
 	raw, err := io.ReadAll(res.Body)
 	if err != nil {
 		e.t.Fatal(err)
@@ -226,10 +230,181 @@ func (e *env) count(table string) int {
 	return n
 }
 
-func TestRegisterAndLoginSmoke(t *testing.T) {
-	t.Parallel()
-	e := setup(t)
-	u := e.register("Alice")
-	r := e.do(req{method: "GET", path: "/me", token: u.Token})
-	want(t, r, 200)
+// forT returns a copy of the env whose helpers fail t: parallel subtests
+// that share one env must fail themselves, not the test that called setup.
+func (e *env) forT(t testing.TB) *env {
+	c := *e
+	c.t = t
+	return &c
+}
+
+// uniqueName returns prefix followed by a number that no other call in this
+// test binary returns, for organisation names whose derived slugs must not
+// clash.
+func uniqueName(prefix string) string {
+	userSeq.Lock()
+	defer userSeq.Unlock()
+	userSeq.n++
+	return fmt.Sprintf("%s %d", prefix, userSeq.n)
+}
+
+// send is do for goroutines other than the test's own: a transport failure
+// is returned, because only the test goroutine may call t.Fatal.
+func (e *env) send(r req) (response, error) {
+	var body io.Reader
+	if r.body != nil {
+		raw, err := json.Marshal(r.body)
+		if err != nil {
+			return response{}, err
+		}
+		body = bytes.NewReader(raw)
+	}
+	hr, err := http.NewRequestWithContext(context.Background(), r.method, e.srv.URL+r.path, body)
+	if err != nil {
+		return response{}, err
+	}
+	if body != nil {
+		hr.Header.Set("Content-Type", "application/json")
+	}
+	if r.token != "" {
+		hr.Header.Set("Authorization", "Bearer "+r.token)
+	}
+	for k, v := range r.header {
+		hr.Header.Set(k, v)
+	}
+	res, err := e.srv.Client().Do(hr)
+	if err != nil {
+		return response{}, fmt.Errorf("%s %s: %w", r.method, r.path, err)
+	}
+	defer func() { _ = res.Body.Close() }()
+	raw, err := io.ReadAll(res.Body)
+	if err != nil {
+		return response{}, err
+	}
+	out := response{Status: res.StatusCode, Header: res.Header, Raw: raw}
+	if len(raw) > 0 && strings.Contains(res.Header.Get("Content-Type"), "json") {
+		_ = json.Unmarshal(raw, &out.Body)
+	}
+	return out, nil
+}
+
+// wantKeys fails the test unless m has exactly the given keys.
+func wantKeys(t testing.TB, what string, m map[string]any, keys ...string) {
+	t.Helper()
+	got := make([]string, 0, len(m))
+	for k := range m {
+		got = append(got, k)
+	}
+	slices.Sort(got)
+	want := slices.Sorted(slices.Values(keys))
+	if !slices.Equal(got, want) {
+		t.Fatalf("%s has keys %v, want exactly %v", what, got, want)
+	}
+}
+
+var (
+	ulidPattern      = regexp.MustCompile(`^[0-9A-HJKMNP-TV-Z]{26}$`)
+	utcStampPattern  = regexp.MustCompile(`^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$`)
+	problemMediaType = "application/problem+json"
+)
+
+// wantULID fails the test unless v is a canonical 26-character ULID string.
+func wantULID(t testing.TB, what string, v any) string {
+	t.Helper()
+	s, _ := v.(string)
+	if !ulidPattern.MatchString(s) {
+		t.Fatalf("%s = %#v, want a 26-character upper-case ULID", what, v)
+	}
+	return s
+}
+
+// wantTimestamp fails the test unless v is an RFC 3339 UTC time ending in Z.
+func wantTimestamp(t testing.TB, what string, v any) time.Time {
+	t.Helper()
+	s, _ := v.(string)
+	ts, err := time.Parse(time.RFC3339Nano, s)
+	if !utcStampPattern.MatchString(s) || err != nil {
+		t.Fatalf("%s = %#v, want an RFC 3339 UTC timestamp ending in Z", what, v)
+	}
+	return ts
+}
+
+// wantProblem fails the test unless r is an RFC 9457 problem with the status
+// and detail, the request's ID, and WWW-Authenticate exactly on the 401s
+// that are not failed logins.
+func wantProblem(t testing.TB, r response, status int, detail string) {
+	t.Helper()
+	want(t, r, status, detail)
+	if ct := r.Header.Get("Content-Type"); ct != problemMediaType {
+		t.Fatalf("Content-Type = %q, want %q; body %s", ct, problemMediaType, r.Raw)
+	}
+	keys := []string{"type", "title", "status", "detail", "request_id"}
+	if status == http.StatusUnprocessableEntity {
+		keys = append(keys, "errors")
+	}
+	wantKeys(t, "problem", r.Body, keys...)
+	if _, ok := r.Body["errors"].([]any); status == http.StatusUnprocessableEntity && !ok {
+		t.Fatalf("problem errors = %#v, want an array", r.Body["errors"])
+	}
+	if r.Body["type"] != "about:blank" || r.Body["title"] != http.StatusText(status) || r.Body["status"] != float64(status) {
+		t.Fatalf("problem type/title/status = %v/%v/%v, want about:blank/%q/%d",
+			r.Body["type"], r.Body["title"], r.Body["status"], http.StatusText(status), status)
+	}
+	if rid := r.str("request_id"); rid == "" || rid != r.Header.Get("X-Request-ID") {
+		t.Fatalf("problem request_id = %q, want the X-Request-ID header %q", rid, r.Header.Get("X-Request-ID"))
+	}
+	wantChallenge := status == http.StatusUnauthorized && detail != saasapi.MsgInvalidCredentials
+	if got := r.Header.Values("WWW-Authenticate"); wantChallenge && (len(got) != 1 || got[0] != "Bearer") {
+		t.Fatalf("WWW-Authenticate = %q, want exactly Bearer on a %d %q", got, status, detail)
+	} else if !wantChallenge && len(got) != 0 {
+		t.Fatalf("WWW-Authenticate = %q, want none on a %d %q", got, status, detail)
+	}
+}
+
+// wantInvalid fails the test unless r is a 422 validation problem whose
+// errors name field.
+func wantInvalid(t testing.TB, r response, field string) {
+	t.Helper()
+	wantProblem(t, r, http.StatusUnprocessableEntity, saasapi.MsgValidation)
+	errs, _ := r.Body["errors"].([]any)
+	for _, x := range errs {
+		fe, _ := x.(map[string]any)
+		if msg, _ := fe["message"].(string); fe["field"] == field && msg != "" && len(fe) == 2 {
+			return
+		}
+	}
+	t.Fatalf("errors %v do not name field %q with a message", r.Body["errors"], field)
+}
+
+// writeTables are the tables a command writes to.
+var writeTables = []string{"events", "ledgers", "users", "organisations", "memberships"}
+
+// counts returns the row count of every table a command writes to.
+func (e *env) counts() map[string]int {
+	e.t.Helper()
+	out := map[string]int{}
+	for _, table := range writeTables {
+		out[table] = e.count(table)
+	}
+	return out
+}
+
+// team is a set of users with one of each relationship to an organisation.
+type team struct{ owner, admin, member, viewer, outsider user }
+
+func (e *env) newTeam() team {
+	e.t.Helper()
+	return team{owner: e.register("Owner"), admin: e.register("Admin"), member: e.register("Member"),
+		viewer: e.register("Viewer"), outsider: e.register("Outsider")}
+}
+
+// teamOrg creates a fresh organisation owned by the team's owner, with its
+// admin, member and viewer; the outsider stays out.
+func (e *env) teamOrg(tm team) string {
+	e.t.Helper()
+	org := e.createOrg(tm.owner, uniqueName("Team"))
+	e.addMember(tm.owner, org, tm.admin, "admin")
+	e.addMember(tm.owner, org, tm.member, "member")
+	e.addMember(tm.owner, org, tm.viewer, "viewer")
+	return org
 }

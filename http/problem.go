@@ -4,7 +4,9 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"strings"
 
+	"github.com/go-chi/chi/v5"
 	"github.com/saasapi/saasapi"
 )
 
@@ -27,7 +29,7 @@ type problem struct {
 	Status    int                  `json:"status"`
 	Detail    string               `json:"detail"`
 	RequestID string               `json:"request_id"`
-	Errors    []saasapi.FieldError `json:"errors,omitempty"`
+	Errors    []saasapi.FieldError `json:"errors,omitzero"`
 }
 
 // writeProblem sends a problem details response with the given status.
@@ -78,8 +80,24 @@ func (s *Server) handleNotFound() http.HandlerFunc {
 	}
 }
 
+// handleMethodNotAllowed answers 405 with the Allow header RFC 9110
+// requires; chi sets it only for its own default handler.
 func (s *Server) handleMethodNotAllowed() http.HandlerFunc {
+	methods := []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete}
 	return func(w http.ResponseWriter, r *http.Request) {
+		path := r.URL.RawPath
+		if path == "" {
+			path = r.URL.Path
+		}
+		var allowed []string
+		for _, m := range methods {
+			if s.router.Match(chi.NewRouteContext(), m, path) {
+				allowed = append(allowed, m)
+			}
+		}
+		if len(allowed) > 0 {
+			w.Header().Set("Allow", strings.Join(allowed, ", "))
+		}
 		writeProblem(w, r, http.StatusMethodNotAllowed, "method not allowed", nil)
 	}
 }

@@ -116,7 +116,7 @@ func migrate(ctx context.Context, url string) (int32, error) {
 	if err != nil {
 		return 0, fmt.Errorf("connect for migration: %w", err)
 	}
-	defer conn.Close(context.WithoutCancel(ctx))
+	defer func() { _ = conn.Close(context.WithoutCancel(ctx)) }()
 	return migrations.Migrate(ctx, conn)
 }
 
@@ -213,4 +213,3 @@ func poolStats(pool *pgxpool.Pool) func() observability.PoolStat {
 		}
 	}
 }
-

@@ -27,7 +27,9 @@ var serverBinaries = []string{"initdb", "pg_ctl", "postgres"}
 // FindBinaries returns the directory holding initdb, pg_ctl and postgres:
 // the one on PATH if pg_ctl is there, else the newest
 // /usr/lib/postgresql/*/bin. The error wraps ErrNotInstalled.
-func FindBinaries() (string, error) {
+func FindBinaries() (string, error) { return findBinaries(debianRoot) }
+
+func findBinaries(root string) (string, error) {
 	if p, err := exec.LookPath("pg_ctl"); err == nil {
 		// Resolve symlinks: distributions that link pg_ctl into /usr/bin
 		// keep initdb and postgres only beside the real file.
@@ -38,7 +40,7 @@ func FindBinaries() (string, error) {
 			return dir, nil
 		}
 	}
-	for _, dir := range debianBinDirs() {
+	for _, dir := range debianBinDirs(root) {
 		if hasServerBinaries(dir) {
 			return dir, nil
 		}
@@ -47,8 +49,8 @@ func FindBinaries() (string, error) {
 }
 
 // debianBinDirs lists /usr/lib/postgresql/*/bin, newest major version first.
-func debianBinDirs() []string {
-	entries, err := os.ReadDir(debianRoot)
+func debianBinDirs(root string) []string {
+	entries, err := os.ReadDir(root)
 	if err != nil {
 		return nil
 	}
@@ -62,7 +64,7 @@ func debianBinDirs() []string {
 		if err != nil {
 			continue
 		}
-		cands = append(cands, cand{v, filepath.Join(debianRoot, e.Name(), "bin")})
+		cands = append(cands, cand{v, filepath.Join(root, e.Name(), "bin")})
 	}
 	sort.Slice(cands, func(i, j int) bool { return cands[i].version > cands[j].version })
 	dirs := make([]string, len(cands))

@@ -190,7 +190,7 @@ func (c *Cluster) initdb(ctx context.Context, fast bool) error {
 		args = append(args, "--no-sync")
 	}
 	if out, err := c.run(ctx, "initdb", args...); err != nil {
-		os.RemoveAll(tmp)
+		_ = os.RemoveAll(tmp) // best effort: the next start removes it too
 		return fmt.Errorf("initdb: %w\n%s", err, out)
 	}
 	f, err := os.OpenFile(filepath.Join(tmp, "postgresql.conf"), os.O_APPEND|os.O_WRONLY, 0)
@@ -411,7 +411,7 @@ func readFrom(path string, offset int64) string {
 	if err != nil {
 		return ""
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // read-only: nothing to lose
 	if _, err := f.Seek(offset, io.SeekStart); err != nil {
 		return ""
 	}
@@ -437,15 +437,15 @@ func lockDir(ctx context.Context, dir string) (unlock func(), err error) {
 	for {
 		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
 		if err == nil {
-			return func() { f.Close() }, nil // closing releases the lock
+			return func() { _ = f.Close() }, nil // closing releases the lock
 		}
 		if !errors.Is(err, syscall.EWOULDBLOCK) {
-			f.Close()
+			_ = f.Close()
 			return nil, fmt.Errorf("lock %s: %w", f.Name(), err)
 		}
 		select {
 		case <-ctx.Done():
-			f.Close()
+			_ = f.Close()
 			return nil, fmt.Errorf("waiting for another process starting the cluster in %s: %w", dir, ctx.Err())
 		case <-time.After(50 * time.Millisecond):
 		}
@@ -458,7 +458,7 @@ func (c *Cluster) ensureDatabase(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
-	defer conn.Close(context.WithoutCancel(ctx))
+	defer func() { _ = conn.Close(context.WithoutCancel(ctx)) }()
 	var exists bool
 	if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)", name).Scan(&exists); err != nil {
 		return err
@@ -510,13 +510,15 @@ func (c *Cluster) Stop(ctx context.Context) error {
 	}
 	c.stopped = true
 	c.logf("pgcluster: stopped the server in %s", c.dir)
+	var err2 error
 	if c.sockTemp != "" {
-		os.RemoveAll(c.sockTemp)
+		err2 = os.RemoveAll(c.sockTemp)
 	}
 	if c.temp {
-		if err := os.RemoveAll(c.dir); err != nil {
-			return fmt.Errorf("pgcluster: %w", err)
-		}
+		err2 = errors.Join(err2, os.RemoveAll(c.dir))
+	}
+	if err2 != nil {
+		return fmt.Errorf("pgcluster: %w", err2)
 	}
 	return nil
 }

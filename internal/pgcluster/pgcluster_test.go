@@ -52,7 +52,7 @@ func connect(t *testing.T, c *Cluster, db string) *pgx.Conn {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { conn.Close(context.Background()) })
+	t.Cleanup(func() { _ = conn.Close(context.Background()) })
 	return conn
 }
 
@@ -66,7 +66,9 @@ func TestRestartKeepsData(t *testing.T) {
 	if _, err := conn.Exec(ctx, "CREATE TABLE kept (v text); INSERT INTO kept VALUES ('hello')"); err != nil {
 		t.Fatal(err)
 	}
-	conn.Close(ctx)
+	if err := conn.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
 	if err := c.Stop(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -131,6 +133,13 @@ func TestStartAfterCrash(t *testing.T) {
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
+	// kill returns before the process is gone.
+	for deadline := time.Now().Add(10 * time.Second); processAlive(pid); {
+		if time.Now().After(deadline) {
+			t.Fatalf("postmaster %d still alive after SIGKILL", pid)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	// postmaster.pid now names a dead process, and the killed server's
 	// backends may still hold its shared memory for a moment.
 	c2 := start(t, Options{Dir: dir})
@@ -161,7 +170,7 @@ func TestStartTemp(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { orphan.Stop(context.Background()) })
+	t.Cleanup(func() { _ = orphan.Stop(context.Background()) }) // reaped: nothing left to stop
 	pid, _, err := readPIDFile(orphan.dataDir)
 	if err != nil {
 		t.Fatal(err)

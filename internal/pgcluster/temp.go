@@ -36,13 +36,13 @@ func StartTemp(ctx context.Context, opts Options) (*Cluster, error) {
 		return nil, fmt.Errorf("pgcluster: %w", err)
 	}
 	if err := os.WriteFile(filepath.Join(dir, ownerFile), []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
-		os.RemoveAll(dir)
+		_ = os.RemoveAll(dir) // best effort; a later StartTemp removes it
 		return nil, fmt.Errorf("pgcluster: %w", err)
 	}
 	opts.Dir = dir
 	c, err := Start(ctx, opts)
 	if err != nil {
-		os.RemoveAll(dir)
+		_ = os.RemoveAll(dir) // best effort; a later StartTemp removes it
 		return nil, err
 	}
 	c.temp = true

@@ -3,6 +3,7 @@ package testdb_test
 import (
 	"context"
 	"os"
+	"strconv"
 	"sync"
 	"testing"
 
@@ -68,7 +69,7 @@ func TestURLs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close(ctx)
+	defer func() { _ = conn.Close(ctx) }()
 	var super bool
 	var current string
 	if err := conn.QueryRow(ctx, "SELECT rolsuper, current_database() FROM pg_roles WHERE rolname = current_user").Scan(&super, &current); err != nil {
@@ -89,7 +90,7 @@ func TestURLs(t *testing.T) {
 			t.Error(err)
 			return
 		}
-		defer admin.Close(context.Background())
+		defer func() { _ = admin.Close(context.Background()) }()
 		// Roles are cluster-wide: dropping the database leaves it behind.
 		if _, err := admin.Exec(context.Background(), "DROP ROLE "+role); err != nil {
 			t.Error(err)
@@ -99,7 +100,7 @@ func TestURLs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer app.Close(ctx)
+	defer func() { _ = app.Close(ctx) }()
 	if _, err := app.Exec(ctx, "SET ROLE "+migrations.AppRole); err != nil {
 		t.Fatal(err)
 	}
@@ -117,12 +118,45 @@ func TestDropAtCleanup(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close(t.Context())
+	defer func() { _ = conn.Close(t.Context()) }()
 	var exists bool
 	if err := conn.QueryRow(t.Context(), "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)", name).Scan(&exists); err != nil {
 		t.Fatal(err)
 	}
 	if exists {
 		t.Errorf("database %s still exists after its test ended", name)
+	}
+}
+
+// BenchmarkNew measures what a test pays for its database (the drops happen
+// after the timing, at the benchmark's cleanup).
+func BenchmarkNew(b *testing.B) {
+	testdb.New(b) // the template and, if needed, the server
+	b.ResetTimer()
+	for b.Loop() {
+		testdb.New(b)
+	}
+}
+
+// TestNewEmptyMigrates migrates several empty databases at once, as tests of
+// the migrations may: they must not race on the cluster-wide role.
+func TestNewEmptyMigrates(t *testing.T) {
+	t.Parallel()
+	for i := range 3 {
+		t.Run(strconv.Itoa(i), func(t *testing.T) {
+			t.Parallel()
+			db := testdb.NewEmpty(t)
+			conn, err := pgx.Connect(t.Context(), db.URL)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _ = conn.Close(t.Context()) }()
+			if v, err := migrations.CurrentVersion(t.Context(), conn); err != nil || v != 0 {
+				t.Fatalf("empty database at version %d, %v; want 0", v, err)
+			}
+			if v, err := migrations.Migrate(t.Context(), conn); err != nil || v != migrations.Latest() {
+				t.Fatalf("Migrate = %d, %v; want %d", v, err, migrations.Latest())
+			}
+		})
 	}
 }

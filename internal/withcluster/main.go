@@ -47,10 +47,17 @@ func main() {
 }
 
 func run(args []string) int {
+	// Fail before paying for a cluster.
+	path, err := exec.LookPath(args[0])
+	if err != nil {
+		log.Print(err)
+		return 127
+	}
 	// Catch the signals from the start, so that one arriving while the
 	// cluster starts still lets us stop it.
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
 
 	startCtx, cancelStart := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancelStart()
@@ -74,6 +81,12 @@ func run(args []string) int {
 	close(startDone)
 	<-watchDone
 	if err != nil {
+		select {
+		case <-interrupted:
+			log.Print("interrupted while starting PostgreSQL")
+			return 130
+		default:
+		}
 		log.Print(err)
 		return 1
 	}
@@ -92,7 +105,8 @@ func run(args []string) int {
 	}
 	log.Printf("PostgreSQL on 127.0.0.1:%d (started in %v)", cluster.Port(), time.Since(began).Round(time.Millisecond))
 
-	cmd := exec.Command(args[0], args[1:]...)
+	cmd := exec.Command(path, args[1:]...)
+	cmd.Args[0] = args[0]
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	cmd.Env = append(os.Environ(), testdb.EnvURL+"="+cluster.URL("postgres"))
 	if err := cmd.Start(); err != nil {

@@ -68,6 +68,9 @@ CREATE TRIGGER events_no_truncate
     FOR EACH STATEMENT EXECUTE FUNCTION events_reject_change();
 
 GRANT SELECT, INSERT ON events TO saas_api_app;
+-- tern created its version table before this migration ran; the service
+-- reads it to report readiness.
+GRANT SELECT ON public.schema_version TO saas_api_app;
 GRANT SELECT, INSERT, UPDATE ON ledgers TO saas_api_app;
 
 -- Read tables. They are projections of the events and are written only by

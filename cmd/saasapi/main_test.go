@@ -1,0 +1,278 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/saasapi/saasapi/internal/testdb"
+	"github.com/saasapi/saasapi/migrations"
+)
+
+func TestMain(m *testing.M) { os.Exit(testdb.Run(m)) }
+
+// lockedBuffer is a log sink that the server writes to while the test reads.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func TestHelpListsSubcommands(t *testing.T) {
+	t.Parallel()
+	var out bytes.Buffer
+	if err := run(t.Context(), []string{"--help"}, envOf(nil), &out, io.Discard); err != nil {
+		t.Fatalf("--help: %v", err)
+	}
+	for _, sub := range []string{"dev", "serve", "migrate"} {
+		if !strings.Contains(out.String(), "saasapi "+sub) {
+			t.Errorf("--help does not list %q:\n%s", sub, out.String())
+		}
+	}
+}
+
+func TestUnknownSubcommandFails(t *testing.T) {
+	t.Parallel()
+	var errOut bytes.Buffer
+	if err := run(t.Context(), []string{"frobnicate"}, envOf(nil), io.Discard, &errOut); err == nil {
+		t.Fatal("unknown subcommand succeeded")
+	}
+	if !strings.Contains(errOut.String(), `unknown command "frobnicate"`) {
+		t.Errorf("stderr does not name the unknown command: %s", errOut.String())
+	}
+}
+
+func TestServeRefusesPlaceholderSecretOutsideLocal(t *testing.T) {
+	t.Parallel()
+	err := run(t.Context(), []string{"serve"}, envOf(map[string]string{
+		"SAAS_API_ENVIRONMENT":  "production",
+		"SAAS_API_DATABASE_URL": "postgres://127.0.0.1:1/none",
+	}), io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "SAAS_API_JWT_SECRET") {
+		t.Fatalf("serve with the placeholder secret in production: got %v, want an error naming SAAS_API_JWT_SECRET", err)
+	}
+}
+
+func TestServeRequiresDatabaseURL(t *testing.T) {
+	t.Parallel()
+	err := run(t.Context(), []string{"serve"}, envOf(nil), io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "SAAS_API_DATABASE_URL") {
+		t.Fatalf("serve without a database URL: got %v, want an error naming SAAS_API_DATABASE_URL", err)
+	}
+}
+
+func TestMigrateIsIdempotent(t *testing.T) {
+	t.Parallel()
+	env := envOf(map[string]string{"SAAS_API_DATABASE_URL": testdb.NewEmpty(t).URL})
+	want := fmt.Sprintf("schema version %d (latest %d)\n", migrations.Latest(), migrations.Latest())
+	for i := range 2 {
+		var out bytes.Buffer
+		if err := run(t.Context(), []string{"migrate"}, env, &out, io.Discard); err != nil {
+			t.Fatalf("migrate run %d: %v", i+1, err)
+		}
+		if out.String() != want {
+			t.Errorf("migrate run %d printed %q, want %q", i+1, out.String(), want)
+		}
+	}
+}
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = ln.Close() }()
+	return ln.Addr().String()
+}
+
+// started is a running instance of the program.
+type started struct {
+	addr string
+	logs *lockedBuffer
+	stop func() error
+	// exited is closed when the program returned on its own.
+	exited chan struct{}
+	err    error
+}
+
+// start runs the program in the background and returns once it listens.
+func start(t *testing.T, args []string, vars map[string]string) *started {
+	t.Helper()
+	addr := freePort(t)
+	vars["SAAS_API_HTTP_ADDR"] = addr
+	ctx, cancel := context.WithCancel(context.Background())
+	logs := &lockedBuffer{}
+	s := &started{addr: addr, logs: logs, exited: make(chan struct{})}
+	go func() {
+		s.err = run(ctx, args, envOf(vars), logs, logs)
+		close(s.exited)
+	}()
+	s.stop = func() error {
+		cancel()
+		select {
+		case <-s.exited:
+			return s.err
+		case <-time.After(time.Minute):
+			return fmt.Errorf("did not stop within a minute")
+		}
+	}
+	t.Cleanup(func() { _ = s.stop() })
+	return s
+}
+
+// get fetches a path and decodes the JSON body.
+func get(addr, path string) (int, map[string]any, error) {
+	req, err := http.NewRequestWithContext(context.Background(), "GET", "http://"+addr+path, nil)
+	if err != nil {
+		return 0, nil, err
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer func() { _ = res.Body.Close() }()
+	var body map[string]any
+	_ = json.NewDecoder(res.Body).Decode(&body)
+	return res.StatusCode, body, nil
+}
+
+// waitReady polls /readyz until it answers 200 and returns how long it took.
+func waitReady(t *testing.T, s *started, begin time.Time) time.Duration {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for time.Now().Before(deadline) {
+		if status, _, err := get(s.addr, "/readyz"); err == nil && status == http.StatusOK {
+			return time.Since(begin)
+		}
+		select {
+		case <-s.exited:
+			t.Fatalf("the program exited before it was ready: %v; logs:\n%s", s.err, s.logs.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	t.Fatalf("/readyz never answered 200; logs:\n%s", s.logs.String())
+	return 0
+}
+
+func post(addr, path string, body any) (int, map[string]any, error) {
+	raw, err := json.Marshal(body)
+	if err != nil {
+		return 0, nil, err
+	}
+	req, err := http.NewRequestWithContext(context.Background(), "POST", "http://"+addr+path, bytes.NewReader(raw))
+	if err != nil {
+		return 0, nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer func() { _ = res.Body.Close() }()
+	var out map[string]any
+	_ = json.NewDecoder(res.Body).Decode(&out)
+	return res.StatusCode, out, nil
+}
+
+// TestDevKeepsDataAcrossRestarts runs `saasapi dev` twice on one data
+// directory: the account registered in the first run can sign in during the
+// second. It prints how long /readyz took on a fresh and on an existing
+// directory.
+func TestDevKeepsDataAcrossRestarts(t *testing.T) {
+	t.Parallel()
+	tmp := t.TempDir()
+	// As root the cluster runs as the postgres user, who must be able to
+	// reach the data directory; t.TempDir makes private directories.
+	for _, d := range []string{tmp, filepath.Dir(tmp)} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dir := filepath.Join(tmp, "data")
+	vars := map[string]string{"SAAS_API_DEV_DIR": dir, "SAAS_API_ENVIRONMENT": "test"}
+	credentials := map[string]any{"email": "dev-restart@example.com", "password": "correct horse battery staple"}
+
+	begin := time.Now()
+	first := start(t, []string{"dev"}, vars)
+	t.Logf("dev: /readyz after %v on a fresh data directory", waitReady(t, first, begin))
+	if !strings.Contains(first.logs.String(), `"database_url":"postgres://`) {
+		t.Errorf("dev did not log its database URL; logs:\n%s", first.logs.String())
+	}
+	status, _, err := post(first.addr, "/auth/register", map[string]any{
+		"email": credentials["email"], "password": credentials["password"], "display_name": "Dev",
+	})
+	if err != nil || status != http.StatusCreated {
+		t.Fatalf("register: %d %v", status, err)
+	}
+	if err := first.stop(); err != nil {
+		t.Fatalf("first run stopped with %v; logs:\n%s", err, first.logs.String())
+	}
+	for _, line := range []string{`"msg":"shutting down"`, `"msg":"local PostgreSQL stopped"`} {
+		if !strings.Contains(first.logs.String(), line) {
+			t.Errorf("logs lack %s:\n%s", line, first.logs.String())
+		}
+	}
+
+	begin = time.Now()
+	second := start(t, []string{"dev"}, vars)
+	t.Logf("dev: /readyz after %v on an existing data directory", waitReady(t, second, begin))
+	status, body, err := post(second.addr, "/auth/login", credentials)
+	if err != nil || status != http.StatusOK || body["token_type"] != "bearer" {
+		t.Fatalf("login after restart: %d %v %v", status, body, err)
+	}
+	if err := second.stop(); err != nil {
+		t.Fatalf("second run stopped with %v", err)
+	}
+}
+
+// TestServeIsNotReadyUntilMigrated starts serve against an empty database:
+// /readyz says not_ready until `saasapi migrate` ran, then ready.
+func TestServeIsNotReadyUntilMigrated(t *testing.T) {
+	t.Parallel()
+	dbURL := testdb.NewEmpty(t).URL
+	vars := map[string]string{"SAAS_API_DATABASE_URL": dbURL, "SAAS_API_ENVIRONMENT": "test"}
+	s := start(t, []string{"serve"}, vars)
+	deadline := time.Now().Add(time.Minute)
+	for {
+		status, body, err := get(s.addr, "/readyz")
+		if err == nil {
+			if status != http.StatusServiceUnavailable || body["status"] != "not_ready" {
+				t.Fatalf("unmigrated /readyz: %d %v, want 503 not_ready", status, body)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("serve never listened: %v\n%s", err, s.logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := run(t.Context(), []string{"migrate"}, envOf(vars), io.Discard, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	waitReady(t, s, time.Now())
+	if err := s.stop(); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,144 @@
+package http_test
+
+import (
+	"maps"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/saasapi/saasapi"
+)
+
+// principals are the callers of the role matrix, in the order of the
+// expected statuses below.
+var principals = []string{"owner", "admin", "member", "viewer", "non-member", "anonymous"}
+
+// matrixFixture is the fresh state one matrix case runs against: an
+// organisation in which owner, admin, member and viewer hold their roles and
+// target is a plain member; newcomer belongs to no organisation.
+type matrixFixture struct {
+	org              string
+	target, newcomer user
+}
+
+// roleMatrix is the expected status of every authenticated route for every
+// principal (contract A.10, A.5, A.1). Paths are built from the route
+// templates themselves, so an entry always exercises the route it names.
+var roleMatrix = map[string]struct {
+	body   func(f matrixFixture) any
+	status [6]int // owner, admin, member, viewer, non-member, anonymous
+}{
+	"GET /me":   {nil, [6]int{200, 200, 200, 200, 200, 401}},
+	"GET /orgs": {nil, [6]int{200, 200, 200, 200, 200, 401}},
+	"POST /orgs": {func(matrixFixture) any { return map[string]any{"name": uniqueName("Matrix Created")} },
+		[6]int{201, 201, 201, 201, 201, 401}},
+	"GET /orgs/{organisation_id}": {nil, [6]int{200, 200, 200, 200, 403, 401}},
+	"PATCH /orgs/{organisation_id}": {func(matrixFixture) any { return map[string]any{"name": "Renamed"} },
+		[6]int{200, 200, 403, 403, 403, 401}},
+	"GET /orgs/{organisation_id}/members": {nil, [6]int{200, 200, 403, 403, 403, 401}},
+	"POST /orgs/{organisation_id}/members": {func(f matrixFixture) any { return map[string]any{"user_id": f.newcomer.ID} },
+		[6]int{201, 201, 403, 403, 403, 401}},
+	"PATCH /orgs/{organisation_id}/members/{user_id}": {func(matrixFixture) any { return map[string]any{"role": "viewer"} },
+		[6]int{200, 200, 403, 403, 403, 401}},
+	"DELETE /orgs/{organisation_id}/members/{user_id}": {nil, [6]int{204, 204, 403, 403, 403, 401}},
+}
+
+// publicRoutes need no credentials; every other route must be in roleMatrix.
+var publicRoutes = []string{
+	"GET /healthz", "GET /readyz", "GET /metrics", "POST /auth/register", "POST /auth/login",
+}
+
+// TestRouteTableIsCovered denies by default: a route that is neither public
+// nor in the role matrix fails the suite until someone decides who may call it.
+func TestRouteTableIsCovered(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	served := e.server.Routes()
+	for _, route := range served {
+		if _, ok := roleMatrix[route]; !ok && !slices.Contains(publicRoutes, route) {
+			t.Errorf("route %q has no role matrix entry and is not listed as public", route)
+		}
+	}
+	for route := range roleMatrix {
+		if !slices.Contains(served, route) {
+			t.Errorf("role matrix entry %q is not a route of the router", route)
+		}
+	}
+	for _, route := range publicRoutes {
+		if !slices.Contains(served, route) {
+			t.Errorf("public route %q is not a route of the router", route)
+		}
+	}
+}
+
+func TestPublicRoutesNeedNoCredentials(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	const email = "public@example.com"
+	tests := []struct {
+		route  string
+		body   any
+		status int
+	}{
+		{"GET /healthz", nil, 200},
+		{"GET /readyz", nil, 200},
+		{"GET /metrics", nil, 200},
+		{"POST /auth/register", registerBody(email), 201},
+		{"POST /auth/login", map[string]any{"email": email, "password": testPassword}, 200},
+	}
+	if len(tests) != len(publicRoutes) {
+		t.Fatalf("%d public routes checked, want all %d", len(tests), len(publicRoutes))
+	}
+	for _, tt := range tests { // in order: login needs the registration
+		method, path, _ := strings.Cut(tt.route, " ")
+		want(t, e.do(req{method: method, path: path, body: tt.body}), tt.status)
+	}
+}
+
+func TestRoleMatrix(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	tm := e.newTeam()
+	target, newcomer := e.register("Target"), e.register("Newcomer")
+	tokens := map[string]string{"owner": tm.owner.Token, "admin": tm.admin.Token, "member": tm.member.Token,
+		"viewer": tm.viewer.Token, "non-member": tm.outsider.Token, "anonymous": ""}
+
+	for _, route := range slices.Sorted(maps.Keys(roleMatrix)) {
+		entry := roleMatrix[route]
+		t.Run(route, func(t *testing.T) {
+			t.Parallel()
+			for i, principal := range principals {
+				t.Run(principal, func(t *testing.T) {
+					t.Parallel()
+					e := e.forT(t)
+					// A fresh organisation per case: a removal or rename by one
+					// principal must not change what the next one sees.
+					org := e.teamOrg(tm)
+					e.addMember(tm.owner, org, target, "member")
+					f := matrixFixture{org: org, target: target, newcomer: newcomer}
+
+					method, template, _ := strings.Cut(route, " ")
+					path := strings.NewReplacer("{organisation_id}", org, "{user_id}", target.ID).Replace(template)
+					var body any
+					if entry.body != nil {
+						body = entry.body(f)
+					}
+					r := e.do(req{method: method, path: path, token: tokens[principal], body: body})
+
+					status := entry.status[i]
+					switch {
+					case status == http.StatusUnauthorized:
+						wantProblem(t, r, status, saasapi.MsgAuthRequired)
+					case status == http.StatusForbidden && principal == "non-member":
+						wantProblem(t, r, status, saasapi.MsgOrgAccessDenied)
+					case status == http.StatusForbidden:
+						wantProblem(t, r, status, saasapi.MsgInsufficientPerms)
+					default:
+						want(t, r, status)
+					}
+				})
+			}
+		})
+	}
+}
