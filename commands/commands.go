@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -28,6 +29,9 @@ type Service struct {
 	passwordMinLength int
 	now               func() time.Time
 	onCommit          func([]saasapi.Event)
+	// lastTouch remembers when this process last wrote an API key's
+	// last_used_at (saasapi.ID -> time.Time).
+	lastTouch sync.Map
 }
 
 // Config holds what the commands need besides the database.

@@ -168,3 +168,51 @@ func TestDecideRemoveMember(t *testing.T) {
 		}
 	}
 }
+
+func TestDecideCreateProject(t *testing.T) {
+	t.Parallel()
+	desc := "about"
+	got, err := decideCreateProject(CreateProjectInput{Name: "Apollo", Description: &desc})
+	if err != nil || got.Status != "active" || got.ProjectName != "Apollo" || got.Description != &desc {
+		t.Fatalf("defaults: got %+v, %v; want status active", got, err)
+	}
+	long, deleted := strings.Repeat("d", 2001), "deleted"
+	for name, in := range map[string]CreateProjectInput{
+		"empty name":       {Name: ""},
+		"long name":        {Name: strings.Repeat("n", 161)},
+		"long description": {Name: "x", Description: &long},
+		"unknown status":   {Name: "x", Status: &deleted},
+	} {
+		if _, err := decideCreateProject(in); saasapi.ErrorCode(err) != saasapi.EINVALID {
+			t.Errorf("%s: got %v, want a validation error", name, err)
+		}
+	}
+}
+
+func TestDecideUpdateProject(t *testing.T) {
+	t.Parallel()
+	desc := "old"
+	cur := projections.Project{Name: "Apollo", Status: "active", Description: &desc}
+	str := func(s string) *string { return &s }
+
+	if _, err := decideUpdateProject(cur, UpdateProjectInput{}); code(err) != "invalid: "+saasapi.MsgProjectFieldRequired {
+		t.Errorf("empty update: got %q", code(err))
+	}
+	// An explicit null clears the description: a change.
+	upd, err := decideUpdateProject(cur, UpdateProjectInput{Description: saasapi.OptionalString{Set: true}})
+	if err != nil || upd == nil || strings.Join(upd.ChangedFields, ",") != "description" || !upd.Description.Set || upd.Description.Value != nil {
+		t.Errorf("clear description: got %+v, %v", upd, err)
+	}
+	upd, err = decideUpdateProject(cur, UpdateProjectInput{Name: str("Apollo"), Status: str("active"),
+		Description: saasapi.OptionalString{Set: true, Value: str("old")}})
+	if err != nil || upd != nil {
+		t.Errorf("same values: got %+v, %v; want no event", upd, err)
+	}
+	upd, err = decideUpdateProject(cur, UpdateProjectInput{Status: str("archived"), Name: str("Gemini")})
+	if err != nil || upd == nil || strings.Join(upd.ChangedFields, ",") != "name,status" {
+		t.Errorf("rename and archive: got %+v, %v", upd, err)
+	}
+	if _, err := decideUpdateProject(cur, UpdateProjectInput{Status: str("gone")}); saasapi.ErrorCode(err) != saasapi.EINVALID {
+		t.Errorf("bad status: got %v", err)
+	}
+}

@@ -77,39 +77,61 @@ func decideCreateOrganisation(in CreateOrganisationInput) (saasapi.OrganisationC
 // CreateOrganisation creates an organisation with its own ledger; the
 // creator becomes its first owner in the same transaction.
 func (s *Service) CreateOrganisation(ctx context.Context, meta Meta, in CreateOrganisationInput) (projections.Organisation, error) {
+	var org projections.Organisation
+	_, err := s.CreateOrganisationIdempotent(ctx, meta, in, nil, func(o projections.Organisation) (Rendered, error) {
+		org = o
+		return Rendered{}, nil
+	})
+	return org, err
+}
+
+// CreateOrganisationIdempotent is CreateOrganisation for the transport: with
+// idem set it executes once per key and replays the stored response
+// afterwards; render turns the new organisation into that response.
+func (s *Service) CreateOrganisationIdempotent(ctx context.Context, meta Meta, in CreateOrganisationInput,
+	idem *Idempotency, render Render[projections.Organisation],
+) (Outcome, error) {
 	created, err := decideCreateOrganisation(in)
 	if err != nil {
-		return projections.Organisation{}, err
+		return Outcome{}, err
 	}
 	if meta.Principal.Type != saasapi.PrincipalUser {
-		return projections.Organisation{}, saasapi.Errorf(saasapi.EUNAUTHENTICATED, saasapi.MsgInvalidToken)
+		return Outcome{}, saasapi.Errorf(saasapi.EUNAUTHENTICATED, saasapi.MsgInvalidToken)
 	}
 	orgID := saasapi.NewID()
+	var out Outcome
 	_, err = s.write(ctx, func(tx pgx.Tx) ([]saasapi.Event, error) {
+		// No ledger exists yet to lock: a concurrent request with the same
+		// key waits on the idempotency record instead.
+		replay, err := claim(ctx, tx, meta.Principal, "", idem, s.now())
+		if err != nil || replay != nil {
+			if replay != nil {
+				out = *replay
+			}
+			return nil, err
+		}
 		b := &pgx.Batch{}
 		head := eventstore.NewLedger(b, orgID, saasapi.LedgerOrganisation)
-		return record(ctx, tx, b, &head, []saasapi.NewEvent{
+		recorded, err := record(ctx, tx, b, &head, []saasapi.NewEvent{
 			s.newEvent(meta, head, saasapi.StreamOrganisation, orgID, 1, saasapi.EventOrganisationCreated, created),
 			s.newEvent(meta, head, saasapi.StreamMembership, saasapi.NewID(), 1, saasapi.EventMemberAdded,
 				saasapi.MemberAdded{UserID: meta.Principal.UserID, Role: saasapi.RoleOwner}),
 		})
+		if err != nil {
+			return nil, err
+		}
+		a, err := saasapi.Authorize(meta.Principal, orgID, saasapi.RoleOwner, saasapi.PermReadOrganisation)
+		if err != nil {
+			return nil, err
+		}
+		org, err := projections.GetOrganisation(ctx, tx, a)
+		if err != nil {
+			return nil, err
+		}
+		out, err = store(ctx, tx, meta.Principal, "", idem, render, org)
+		return recorded, err
 	})
-	if err != nil {
-		return projections.Organisation{}, err
-	}
-	return s.organisation(ctx, meta, orgID)
-}
-
-func (s *Service) organisation(ctx context.Context, meta Meta, orgID saasapi.ID) (projections.Organisation, error) {
-	_, role, err := projections.OrganisationAccess(ctx, s.pool, orgID, meta.Principal.UserID)
-	if err != nil {
-		return projections.Organisation{}, err
-	}
-	a, err := saasapi.Authorize(meta.Principal, orgID, role, saasapi.PermReadOrganisation)
-	if err != nil {
-		return projections.Organisation{}, err
-	}
-	return projections.GetOrganisation(ctx, s.pool, a)
+	return out, err
 }
 
 // UpdateOrganisationInput is the body of PATCH /orgs/{id}; nil fields are

@@ -54,38 +54,38 @@ func invalidBody(field, message string) *decodeError {
 // Go matches object keys to fields case-insensitively, which would let
 // {"ROLE": ...} through, so every key must equal a field's JSON name
 // exactly, appear once, and required keys must be present.
-func decode(r *http.Request, dst any, required ...string) error {
+func decode(r *http.Request, dst any, required ...string) ([]byte, error) {
 	if ct := r.Header.Get("Content-Type"); ct != "" {
 		mt, _, err := mime.ParseMediaType(ct)
 		if err != nil || (mt != "application/json" && !strings.HasSuffix(mt, "+json")) {
-			return &decodeError{status: http.StatusUnsupportedMediaType, detail: "request body must be application/json"}
+			return nil, &decodeError{status: http.StatusUnsupportedMediaType, detail: "request body must be application/json"}
 		}
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, maxBodyBytes))
 	if err != nil {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
-			return &decodeError{status: http.StatusRequestEntityTooLarge, detail: "request body is too large"}
+			return nil, &decodeError{status: http.StatusRequestEntityTooLarge, detail: "request body is too large"}
 		}
-		return invalidBody("body", "request body could not be read")
+		return nil, invalidBody("body", "request body could not be read")
 	}
 	var raw map[string]json.RawMessage
 	if err := json.Unmarshal(body, &raw); err != nil || raw == nil {
-		return invalidBody("body", "request body must be a JSON object")
+		return nil, invalidBody("body", "request body must be a JSON object")
 	}
 	if err := checkKeys(body, reflect.TypeOf(dst).Elem(), required); err != nil {
-		return err
+		return nil, err
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(dst); err != nil {
 		var typeErr *json.UnmarshalTypeError
 		if errors.As(err, &typeErr) {
-			return invalidBody(typeErr.Field, "value has the wrong type")
+			return nil, invalidBody(typeErr.Field, "value has the wrong type")
 		}
-		return invalidBody("body", "request body is not valid JSON")
+		return nil, invalidBody("body", "request body is not valid JSON")
 	}
-	return nil
+	return body, nil
 }
 
 var fieldNames sync.Map // reflect.Type -> map[string]bool
@@ -146,17 +146,24 @@ func checkKeys(body []byte, t reflect.Type, required []string) error {
 
 // decodeOrFail decodes and answers the error itself; it reports success.
 func (s *Server) decodeOrFail(w http.ResponseWriter, r *http.Request, dst any, required ...string) bool {
-	err := decode(r, dst, required...)
+	_, ok := s.decodeBody(w, r, dst, required...)
+	return ok
+}
+
+// decodeBody is decodeOrFail that also returns the raw body, for handlers
+// that fingerprint it (idempotency).
+func (s *Server) decodeBody(w http.ResponseWriter, r *http.Request, dst any, required ...string) ([]byte, bool) {
+	body, err := decode(r, dst, required...)
 	if err == nil {
-		return true
+		return body, true
 	}
 	var de *decodeError
 	if errors.As(err, &de) {
 		writeProblem(w, r, de.status, de.detail, de.fields)
-		return false
+		return nil, false
 	}
 	s.writeError(w, r, err)
-	return false
+	return nil, false
 }
 
 // Nullable is a JSON field that may be absent, null, or a value; it lets a

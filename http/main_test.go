@@ -44,6 +44,9 @@ type env struct {
 	metrics *observability.Metrics
 	tokens  *auth.TokenIssuer
 	logs    *syncBuffer
+	// svc is the command service behind server, for tests that call
+	// service-level operations such as PruneIdempotency.
+	svc *commands.Service
 }
 
 // syncBuffer collects log output from concurrent requests.
@@ -81,6 +84,7 @@ func setup(t testing.TB) *env {
 		PasswordMinLength: 12,
 		OnCommit:          e.metrics.CountEvents,
 	})
+	e.svc = svc
 	e.server = apihttp.NewServer(apihttp.Deps{
 		Info:     apihttp.Info{AppName: "multi-tenant-saas-api", Version: "0.1.0", Environment: "test"},
 		Commands: svc,
@@ -407,4 +411,56 @@ func (e *env) teamOrg(tm team) string {
 	e.addMember(tm.owner, org, tm.member, "member")
 	e.addMember(tm.owner, org, tm.viewer, "viewer")
 	return org
+}
+
+// apiKey is an API key created over HTTP: its id and its raw secret.
+type apiKey struct{ ID, Raw string }
+
+// createAPIKey creates an API key of org as by and returns it.
+func (e *env) createAPIKey(by user, org string) apiKey {
+	e.t.Helper()
+	r := e.do(req{method: "POST", path: "/orgs/" + org + "/api-keys", token: by.Token,
+		body: map[string]any{"name": uniqueName("Key")}})
+	want(e.t, r, http.StatusCreated)
+	id, _ := r.obj("api_key")["id"].(string)
+	return apiKey{ID: id, Raw: r.str("raw_key")}
+}
+
+// createProject creates a project of org with the body, as the holder of
+// token (a user's access token or a raw API key), and returns the project.
+func (e *env) createProject(token, org string, body map[string]any) map[string]any {
+	e.t.Helper()
+	r := e.do(req{method: "POST", path: "/orgs/" + org + "/projects", token: token, body: body})
+	want(e.t, r, http.StatusCreated)
+	return r.Body
+}
+
+// countEvents returns how many recorded events have the type.
+func (e *env) countEvents(eventType string) int {
+	e.t.Helper()
+	var n int
+	if err := e.db.Pool.QueryRow(context.Background(), "SELECT count(*) FROM events WHERE event_type = $1",
+		eventType).Scan(&n); err != nil {
+		e.t.Fatal(err)
+	}
+	return n
+}
+
+// exposition scrapes GET /metrics and returns the text exposition.
+func (e *env) exposition() string {
+	e.t.Helper()
+	r := e.do(req{method: "GET", path: "/metrics"})
+	want(e.t, r, http.StatusOK)
+	return string(r.Raw)
+}
+
+// streamEvents returns how many events the stream of the entity id has
+// recorded (its version, for a project or membership).
+func (e *env) streamEvents(id string) int {
+	e.t.Helper()
+	var n int
+	if err := e.db.Pool.QueryRow(context.Background(), "SELECT count(*) FROM events WHERE stream_id = $1", id).Scan(&n); err != nil {
+		e.t.Fatal(err)
+	}
+	return n
 }

@@ -11,15 +11,19 @@ import (
 )
 
 // principals are the callers of the role matrix, in the order of the
-// expected statuses below.
-var principals = []string{"owner", "admin", "member", "viewer", "non-member", "anonymous"}
+// expected statuses below. "api-key" is an active API key of the
+// organisation.
+var principals = []string{"owner", "admin", "member", "viewer", "non-member", "anonymous", "api-key"}
 
 // matrixFixture is the fresh state one matrix case runs against: an
 // organisation in which owner, admin, member and viewer hold their roles and
-// target is a plain member; newcomer belongs to no organisation.
+// target is a plain member; newcomer belongs to no organisation. project is a
+// live project of the organisation and apiKey the id of one of its active
+// keys (not the key that calls as "api-key").
 type matrixFixture struct {
 	org              string
 	target, newcomer user
+	project, apiKey  string
 }
 
 // roleMatrix is the expected status of every authenticated route for every
@@ -27,21 +31,34 @@ type matrixFixture struct {
 // templates themselves, so an entry always exercises the route it names.
 var roleMatrix = map[string]struct {
 	body   func(f matrixFixture) any
-	status [6]int // owner, admin, member, viewer, non-member, anonymous
+	status [7]int // owner, admin, member, viewer, non-member, anonymous, api-key
 }{
-	"GET /me":   {nil, [6]int{200, 200, 200, 200, 200, 401}},
-	"GET /orgs": {nil, [6]int{200, 200, 200, 200, 200, 401}},
+	"GET /me":   {nil, [7]int{200, 200, 200, 200, 200, 401, 401}},
+	"GET /orgs": {nil, [7]int{200, 200, 200, 200, 200, 401, 401}},
 	"POST /orgs": {func(matrixFixture) any { return map[string]any{"name": uniqueName("Matrix Created")} },
-		[6]int{201, 201, 201, 201, 201, 401}},
-	"GET /orgs/{organisation_id}": {nil, [6]int{200, 200, 200, 200, 403, 401}},
+		[7]int{201, 201, 201, 201, 201, 401, 401}},
+	"GET /orgs/{organisation_id}": {nil, [7]int{200, 200, 200, 200, 403, 401, 401}},
 	"PATCH /orgs/{organisation_id}": {func(matrixFixture) any { return map[string]any{"name": "Renamed"} },
-		[6]int{200, 200, 403, 403, 403, 401}},
-	"GET /orgs/{organisation_id}/members": {nil, [6]int{200, 200, 403, 403, 403, 401}},
+		[7]int{200, 200, 403, 403, 403, 401, 401}},
+	"GET /orgs/{organisation_id}/members": {nil, [7]int{200, 200, 403, 403, 403, 401, 401}},
 	"POST /orgs/{organisation_id}/members": {func(f matrixFixture) any { return map[string]any{"user_id": f.newcomer.ID} },
-		[6]int{201, 201, 403, 403, 403, 401}},
+		[7]int{201, 201, 403, 403, 403, 401, 401}},
 	"PATCH /orgs/{organisation_id}/members/{user_id}": {func(matrixFixture) any { return map[string]any{"role": "viewer"} },
-		[6]int{200, 200, 403, 403, 403, 401}},
-	"DELETE /orgs/{organisation_id}/members/{user_id}": {nil, [6]int{204, 204, 403, 403, 403, 401}},
+		[7]int{200, 200, 403, 403, 403, 401, 401}},
+	"DELETE /orgs/{organisation_id}/members/{user_id}": {nil, [7]int{204, 204, 403, 403, 403, 401, 401}},
+
+	"GET /orgs/{organisation_id}/projects": {nil, [7]int{200, 200, 200, 200, 403, 401, 200}},
+	"POST /orgs/{organisation_id}/projects": {func(matrixFixture) any { return map[string]any{"name": "Matrix Project"} },
+		[7]int{201, 201, 201, 403, 403, 401, 201}},
+	"GET /orgs/{organisation_id}/projects/{project_id}": {nil, [7]int{200, 200, 200, 200, 403, 401, 200}},
+	"PATCH /orgs/{organisation_id}/projects/{project_id}": {func(matrixFixture) any { return map[string]any{"name": "Renamed"} },
+		[7]int{200, 200, 200, 403, 403, 401, 200}},
+	"DELETE /orgs/{organisation_id}/projects/{project_id}": {nil, [7]int{204, 204, 204, 403, 403, 401, 204}},
+
+	"GET /orgs/{organisation_id}/api-keys": {nil, [7]int{200, 200, 403, 403, 403, 401, 401}},
+	"POST /orgs/{organisation_id}/api-keys": {func(matrixFixture) any { return map[string]any{"name": "Matrix Key"} },
+		[7]int{201, 201, 403, 403, 403, 401, 401}},
+	"DELETE /orgs/{organisation_id}/api-keys/{api_key_id}": {nil, [7]int{200, 200, 403, 403, 403, 401, 401}},
 }
 
 // publicRoutes need no credentials; every other route must be in roleMatrix.
@@ -101,9 +118,6 @@ func TestRoleMatrix(t *testing.T) {
 	e := setup(t)
 	tm := e.newTeam()
 	target, newcomer := e.register("Target"), e.register("Newcomer")
-	tokens := map[string]string{"owner": tm.owner.Token, "admin": tm.admin.Token, "member": tm.member.Token,
-		"viewer": tm.viewer.Token, "non-member": tm.outsider.Token, "anonymous": ""}
-
 	for _, route := range slices.Sorted(maps.Keys(roleMatrix)) {
 		entry := roleMatrix[route]
 		t.Run(route, func(t *testing.T) {
@@ -116,10 +130,19 @@ func TestRoleMatrix(t *testing.T) {
 					// principal must not change what the next one sees.
 					org := e.teamOrg(tm)
 					e.addMember(tm.owner, org, target, "member")
-					f := matrixFixture{org: org, target: target, newcomer: newcomer}
+					project := e.createProject(tm.owner.Token, org, map[string]any{"name": "Matrix Target"})
+					f := matrixFixture{org: org, target: target, newcomer: newcomer,
+						project: project["id"].(string), apiKey: e.createAPIKey(tm.owner, org).ID}
+					tokens := map[string]string{"owner": tm.owner.Token, "admin": tm.admin.Token, "member": tm.member.Token,
+						"viewer": tm.viewer.Token, "non-member": tm.outsider.Token, "anonymous": "",
+						"api-key": e.createAPIKey(tm.owner, org).Raw}
 
 					method, template, _ := strings.Cut(route, " ")
-					path := strings.NewReplacer("{organisation_id}", org, "{user_id}", target.ID).Replace(template)
+					path := strings.NewReplacer("{organisation_id}", org, "{user_id}", target.ID,
+						"{project_id}", f.project, "{api_key_id}", f.apiKey).Replace(template)
+					if strings.Contains(path, "{") {
+						t.Fatalf("path %s still has a parameter the matrix does not fill in", path)
+					}
 					var body any
 					if entry.body != nil {
 						body = entry.body(f)
@@ -128,6 +151,9 @@ func TestRoleMatrix(t *testing.T) {
 
 					status := entry.status[i]
 					switch {
+					case status == http.StatusUnauthorized && principal == "api-key":
+						// An API key is no access token: user-only routes refuse it.
+						wantProblem(t, r, status, saasapi.MsgInvalidToken)
 					case status == http.StatusUnauthorized:
 						wantProblem(t, r, status, saasapi.MsgAuthRequired)
 					case status == http.StatusForbidden && principal == "non-member":

@@ -50,17 +50,12 @@ func (s *Server) handleListMembers() http.HandlerFunc {
 			s.writeError(w, r, err)
 			return
 		}
-		a, err := s.orgAccess(r, saasapi.PermManageMembers)
-		if err != nil {
-			s.writeError(w, r, err)
+		a, ok := s.access(w, r, saasapi.PermManageMembers)
+		if !ok {
 			return
 		}
 		ms, total, err := projections.ListMembers(r.Context(), s.deps.Pool, a, page)
-		if err != nil {
-			s.writeError(w, r, err)
-			return
-		}
-		encode(w, http.StatusOK, newList(mapSlice(ms, newMembershipResponse), page, total))
+		s.reply(w, r, err, http.StatusOK, 0, newList(mapSlice(ms, newMembershipResponse), page, total))
 	}
 }
 
@@ -79,35 +74,20 @@ func (s *Server) handleAddMember() http.HandlerFunc {
 		if !s.decodeOrFail(w, r, &req, "user_id") {
 			return
 		}
-		userID, err := saasapi.ParseID(req.UserID)
-		if err != nil {
+		in := commands.AddMemberInput{Role: saasapi.RoleMember}
+		if in.UserID, err = saasapi.ParseID(req.UserID); err != nil {
 			s.writeError(w, r, saasapi.Invalid(saasapi.MsgValidation, saasapi.FieldError{Field: "user_id", Message: "value is not a valid ULID"}))
 			return
 		}
-		role := saasapi.RoleMember
 		if req.Role != nil {
-			if role, err = roleOf(*req.Role); err != nil {
+			if in.Role, err = roleOf(*req.Role); err != nil {
 				s.writeError(w, r, err)
 				return
 			}
 		}
-		m, err := s.deps.Commands.AddMember(r.Context(), meta(r), orgID, commands.AddMemberInput{UserID: userID, Role: role})
-		if err != nil {
-			s.writeError(w, r, err)
-			return
-		}
-		setETag(w, m.Version)
-		encode(w, http.StatusCreated, newMembershipResponse(m))
+		m, err := s.deps.Commands.AddMember(r.Context(), meta(r), orgID, in)
+		s.reply(w, r, err, http.StatusCreated, m.Version, newMembershipResponse(m))
 	}
-}
-
-// memberPath parses the organisation_id and user_id of a member route.
-func memberPath(r *http.Request) (orgID, userID saasapi.ID, err error) {
-	if orgID, err = pathID(r, "organisation_id"); err != nil {
-		return "", "", err
-	}
-	userID, err = pathID(r, "user_id")
-	return orgID, userID, err
 }
 
 func (s *Server) handleChangeMemberRole() http.HandlerFunc {
@@ -115,7 +95,7 @@ func (s *Server) handleChangeMemberRole() http.HandlerFunc {
 		Role string `json:"role"`
 	}
 	return func(w http.ResponseWriter, r *http.Request) {
-		orgID, userID, err := memberPath(r)
+		ids, err := pathIDs(r, "organisation_id", "user_id")
 		if err != nil {
 			s.writeError(w, r, err)
 			return
@@ -129,27 +109,18 @@ func (s *Server) handleChangeMemberRole() http.HandlerFunc {
 			s.writeError(w, r, err)
 			return
 		}
-		m, err := s.deps.Commands.ChangeMemberRole(r.Context(), meta(r), orgID, userID, role)
-		if err != nil {
-			s.writeError(w, r, err)
-			return
-		}
-		setETag(w, m.Version)
-		encode(w, http.StatusOK, newMembershipResponse(m))
+		m, err := s.deps.Commands.ChangeMemberRole(r.Context(), meta(r), ids[0], ids[1], role)
+		s.reply(w, r, err, http.StatusOK, m.Version, newMembershipResponse(m))
 	}
 }
 
 func (s *Server) handleRemoveMember() http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		orgID, userID, err := memberPath(r)
+		ids, err := pathIDs(r, "organisation_id", "user_id")
 		if err != nil {
 			s.writeError(w, r, err)
 			return
 		}
-		if err := s.deps.Commands.RemoveMember(r.Context(), meta(r), orgID, userID); err != nil {
-			s.writeError(w, r, err)
-			return
-		}
-		w.WriteHeader(http.StatusNoContent)
+		s.replyNoContent(w, r, s.deps.Commands.RemoveMember(r.Context(), meta(r), ids[0], ids[1]))
 	}
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/go-chi/chi/v5"
 	"github.com/saasapi/saasapi"
+	"github.com/saasapi/saasapi/observability"
 	"github.com/saasapi/saasapi/projections"
 )
 
@@ -146,7 +147,8 @@ func bearerToken(r *http.Request) (string, bool) {
 	return token, token != ""
 }
 
-// requireUser admits only callers with a valid user access token.
+// requireUser admits only callers with a valid user access token; an API
+// key here is just an invalid token.
 func (s *Server) requireUser(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		token, ok := bearerToken(r)
@@ -154,24 +156,44 @@ func (s *Server) requireUser(next http.Handler) http.Handler {
 			writeProblem(w, r, http.StatusUnauthorized, saasapi.MsgAuthRequired, nil)
 			return
 		}
-		userID, err := s.deps.Tokens.Verify(token)
+		userID, err := s.verifyUser(r.Context(), token)
 		if err != nil {
-			writeProblem(w, r, http.StatusUnauthorized, saasapi.MsgInvalidToken, nil)
-			return
-		}
-		// A token outlives nothing: the user must still exist and be active.
-		active, err := s.userActive(r.Context(), userID)
-		if err != nil {
-			s.writeError(w, r, err)
-			return
-		}
-		if !active {
-			writeProblem(w, r, http.StatusUnauthorized, saasapi.MsgInvalidToken, nil)
+			s.writeAuthError(w, r, err, saasapi.MsgInvalidToken)
 			return
 		}
 		stateOf(r.Context()).principal = saasapi.UserPrincipal(userID)
 		next.ServeHTTP(w, r)
 	})
+}
+
+// verifyUser checks an access token and that its user still exists and is
+// active: a token outlives nothing.
+func (s *Server) verifyUser(ctx context.Context, token string) (saasapi.ID, error) {
+	userID, err := s.deps.Tokens.Verify(token)
+	if err != nil {
+		s.deps.Metrics.AuthAttempt(observability.AuthToken, observability.OutcomeFailure)
+		return "", err
+	}
+	active, err := s.userActive(ctx, userID)
+	if err != nil {
+		return "", err
+	}
+	if !active {
+		s.deps.Metrics.AuthAttempt(observability.AuthToken, observability.OutcomeFailure)
+		return "", saasapi.Errorf(saasapi.EUNAUTHENTICATED, saasapi.MsgInvalidToken)
+	}
+	s.deps.Metrics.AuthAttempt(observability.AuthToken, observability.OutcomeSuccess)
+	return userID, nil
+}
+
+// writeAuthError answers a failed authentication with the route's 401
+// detail; anything else (the database being down) is not the caller's fault.
+func (s *Server) writeAuthError(w http.ResponseWriter, r *http.Request, err error, detail string) {
+	if saasapi.ErrorCode(err) == saasapi.EUNAUTHENTICATED {
+		writeProblem(w, r, http.StatusUnauthorized, detail, nil)
+		return
+	}
+	s.writeError(w, r, err)
 }
 
 func (s *Server) userActive(ctx context.Context, userID saasapi.ID) (bool, error) {

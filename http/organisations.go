@@ -26,18 +26,16 @@ func (s *Server) handleCreateOrganisation() http.HandlerFunc {
 		Name string  `json:"name"`
 		Slug *string `json:"slug"`
 	}
+	render := renderJSON(http.StatusCreated, newOrganisationResponse)
 	return func(w http.ResponseWriter, r *http.Request) {
 		var req request
-		if !s.decodeOrFail(w, r, &req, "name") {
+		idem, ok := s.decodeIdempotent(w, r, &req, "name")
+		if !ok {
 			return
 		}
-		o, err := s.deps.Commands.CreateOrganisation(r.Context(), meta(r), commands.CreateOrganisationInput{Name: req.Name, Slug: req.Slug})
-		if err != nil {
-			s.writeError(w, r, err)
-			return
-		}
-		setETag(w, o.Version)
-		encode(w, http.StatusCreated, newOrganisationResponse(o))
+		out, err := s.deps.Commands.CreateOrganisationIdempotent(r.Context(), meta(r),
+			commands.CreateOrganisationInput{Name: req.Name, Slug: req.Slug}, idem, render)
+		s.replyOutcome(w, r, out, err, true)
 	}
 }
 
@@ -49,28 +47,18 @@ func (s *Server) handleListOrganisations() http.HandlerFunc {
 			return
 		}
 		orgs, total, err := projections.ListOrganisationsOfUser(r.Context(), s.deps.Pool, principalOf(r).UserID, page)
-		if err != nil {
-			s.writeError(w, r, err)
-			return
-		}
-		encode(w, http.StatusOK, newList(mapSlice(orgs, newOrganisationResponse), page, total))
+		s.reply(w, r, err, http.StatusOK, 0, newList(mapSlice(orgs, newOrganisationResponse), page, total))
 	}
 }
 
 func (s *Server) handleGetOrganisation() http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		a, err := s.orgAccess(r, saasapi.PermReadOrganisation)
-		if err != nil {
-			s.writeError(w, r, err)
+		a, ok := s.access(w, r, saasapi.PermReadOrganisation)
+		if !ok {
 			return
 		}
 		o, err := projections.GetOrganisation(r.Context(), s.deps.Pool, a)
-		if err != nil {
-			s.writeError(w, r, err)
-			return
-		}
-		setETag(w, o.Version)
-		encode(w, http.StatusOK, newOrganisationResponse(o))
+		s.reply(w, r, err, http.StatusOK, o.Version, newOrganisationResponse(o))
 	}
 }
 
@@ -90,11 +78,6 @@ func (s *Server) handleUpdateOrganisation() http.HandlerFunc {
 			return
 		}
 		o, err := s.deps.Commands.UpdateOrganisation(r.Context(), meta(r), orgID, commands.UpdateOrganisationInput{Name: req.Name, Slug: req.Slug})
-		if err != nil {
-			s.writeError(w, r, err)
-			return
-		}
-		setETag(w, o.Version)
-		encode(w, http.StatusOK, newOrganisationResponse(o))
+		s.reply(w, r, err, http.StatusOK, o.Version, newOrganisationResponse(o))
 	}
 }

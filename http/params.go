@@ -126,3 +126,50 @@ func (s *Server) orgAccess(r *http.Request, perm saasapi.Permission) (saasapi.Ac
 	}
 	return s.authorize(r.Context(), principalOf(r), orgID, perm)
 }
+
+// pathIDs parses the named ULID path parameters, in order; the first
+// malformed one is 422.
+func pathIDs(r *http.Request, names ...string) ([]saasapi.ID, error) {
+	ids := make([]saasapi.ID, len(names))
+	for i, name := range names {
+		id, err := pathID(r, name)
+		if err != nil {
+			return nil, err
+		}
+		ids[i] = id
+	}
+	return ids, nil
+}
+
+// reply ends a handler: err as problem details, or else body with status
+// and, when version is positive, the entity's ETag.
+func (s *Server) reply(w http.ResponseWriter, r *http.Request, err error, status int, version int64, body any) {
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if version > 0 {
+		setETag(w, version)
+	}
+	encode(w, status, body)
+}
+
+// replyNoContent ends a handler with err as problem details or 204.
+func (s *Server) replyNoContent(w http.ResponseWriter, r *http.Request, err error) {
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// access authorizes the request for perm in the organisation of its path,
+// answering a failure itself; it reports whether the handler may go on.
+func (s *Server) access(w http.ResponseWriter, r *http.Request, perm saasapi.Permission) (saasapi.Access, bool) {
+	a, err := s.orgAccess(r, perm)
+	if err != nil {
+		s.writeError(w, r, err)
+		return saasapi.Access{}, false
+	}
+	return a, true
+}

@@ -30,5 +30,19 @@ func (s *Server) routes() {
 		r.Post("/orgs/{organisation_id}/members", s.handleAddMember())
 		r.Patch("/orgs/{organisation_id}/members/{user_id}", s.handleChangeMemberRole())
 		r.Delete("/orgs/{organisation_id}/members/{user_id}", s.handleRemoveMember())
+
+		r.Post("/orgs/{organisation_id}/api-keys", s.handleCreateAPIKey())
+		r.Get("/orgs/{organisation_id}/api-keys", s.handleListAPIKeys())
+		r.Delete("/orgs/{organisation_id}/api-keys/{api_key_id}", s.handleRevokeAPIKey())
+	})
+
+	// Project routes: a signed-in user, or an API key of the organisation.
+	r.Group(func(r chi.Router) {
+		r.Use(s.requireUserOrAPIKey)
+		r.Post("/orgs/{organisation_id}/projects", s.handleCreateProject())
+		r.Get("/orgs/{organisation_id}/projects", s.handleListProjects())
+		r.Get("/orgs/{organisation_id}/projects/{project_id}", s.handleGetProject())
+		r.Patch("/orgs/{organisation_id}/projects/{project_id}", s.handleUpdateProject())
+		r.Delete("/orgs/{organisation_id}/projects/{project_id}", s.handleDeleteProject())
 	})
 }

@@ -55,7 +55,7 @@ func Apply(b *pgx.Batch, e saasapi.Event) error {
 // Tables lists the projected read tables in the order a rebuild empties
 // them. Secrets (user_credentials) and operational data are not projected
 // and are never touched by a rebuild.
-var Tables = []string{"memberships", "organisations", "users"}
+var Tables = []string{"api_keys", "project_counts", "projects", "memberships", "organisations", "users"}
 
 // Page is the offset window of a list query.
 type Page struct {

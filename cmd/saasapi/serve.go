@@ -171,6 +171,12 @@ func serve(ctx context.Context, cfg Config, databaseURL string, logger *slog.Log
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
+	pruneDone := make(chan struct{})
+	go func() {
+		defer close(pruneDone)
+		pruneIdempotency(ctx, svc, logger, pruneInterval)
+	}()
+	defer func() { <-pruneDone }()
 	select {
 	case err := <-errc:
 		return fmt.Errorf("serve: %w", err)
@@ -186,6 +192,31 @@ func serve(ctx context.Context, cfg Config, databaseURL string, logger *slog.Log
 	}
 	logger.Info("stopped")
 	return nil
+}
+
+// pruneInterval is how often expired idempotency records are deleted.
+const pruneInterval = 10 * time.Minute
+
+// pruneIdempotency deletes expired idempotency records now and then every
+// interval until ctx ends. Every replica does this; the deletes are
+// idempotent and batched, so they do not get in each other's way.
+func pruneIdempotency(ctx context.Context, svc *commands.Service, logger *slog.Logger, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		n, err := svc.PruneIdempotency(ctx)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			logger.Warn("pruning idempotency records failed", slog.String("error", err.Error()))
+		case n > 0:
+			logger.Info("pruned expired idempotency records", slog.Int64("deleted", n))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // readiness reports ready when PostgreSQL answers as the application role

@@ -1,0 +1,117 @@
+package commands
+
+import (
+	"context"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/saasapi/saasapi"
+	"github.com/saasapi/saasapi/auth"
+	"github.com/saasapi/saasapi/eventstore"
+	"github.com/saasapi/saasapi/projections"
+)
+
+// CreatedAPIKey is a new key with its raw secret, which exists only in the
+// response to its creation.
+type CreatedAPIKey struct {
+	Key    projections.APIKey
+	RawKey string
+}
+
+// CreateAPIKey mints a key for the organisation. The raw key is returned
+// once; only its SHA-256 is stored, in api_key_secrets, never in an event.
+func (s *Service) CreateAPIKey(ctx context.Context, meta Meta, orgID saasapi.ID, name string,
+	idem *Idempotency, render Render[CreatedAPIKey],
+) (Outcome, error) {
+	if !lengthBetween(name, 1, 120) {
+		return Outcome{}, saasapi.Invalid(saasapi.MsgValidation,
+			saasapi.FieldError{Field: "name", Message: "name must be between 1 and 120 characters"})
+	}
+	raw, prefix, hash, err := auth.MintAPIKey()
+	if err != nil {
+		return Outcome{}, err
+	}
+	keyID := saasapi.NewID()
+	var out Outcome
+	_, err = s.orgWrite(ctx, meta, orgID, saasapi.PermManageAPIKeys,
+		func(ctx context.Context, tx pgx.Tx, _ saasapi.Access, head eventstore.Head, b *pgx.Batch) ([]saasapi.NewEvent, error) {
+			replay, err := claim(ctx, tx, meta.Principal, orgID, idem, s.now())
+			if err != nil || replay != nil {
+				if replay != nil {
+					out = *replay
+				}
+				return nil, err
+			}
+			b.Queue(`INSERT INTO api_key_secrets (key_hash, organisation_id, api_key_id) VALUES ($1, $2, $3)`,
+				hash, orgID, keyID)
+			return []saasapi.NewEvent{s.newEvent(meta, head, saasapi.StreamAPIKey, keyID, 1,
+				saasapi.EventAPIKeyCreated, saasapi.APIKeyCreated{APIKeyName: name, KeyPrefix: prefix})}, nil
+		},
+		func(ctx context.Context, tx pgx.Tx, a saasapi.Access) error {
+			if out.Replayed {
+				return nil
+			}
+			k, err := projections.GetAPIKey(ctx, tx, a, keyID)
+			if err != nil {
+				return err
+			}
+			out, err = store(ctx, tx, meta.Principal, orgID, idem, render, CreatedAPIKey{Key: k, RawKey: raw})
+			return err
+		})
+	return out, err
+}
+
+// RevokeAPIKey revokes a key. Revoking a revoked key changes nothing and
+// records nothing; the key keeps its first revoked_at.
+func (s *Service) RevokeAPIKey(ctx context.Context, meta Meta, orgID, keyID saasapi.ID) (projections.APIKey, error) {
+	var k projections.APIKey
+	_, err := s.orgWrite(ctx, meta, orgID, saasapi.PermManageAPIKeys,
+		func(ctx context.Context, tx pgx.Tx, a saasapi.Access, head eventstore.Head, _ *pgx.Batch) ([]saasapi.NewEvent, error) {
+			current, err := projections.GetAPIKey(ctx, tx, a, keyID)
+			if err != nil || current.RevokedAt != nil {
+				return nil, err
+			}
+			return []saasapi.NewEvent{s.newEvent(meta, head, saasapi.StreamAPIKey, keyID, current.Version+1,
+				saasapi.EventAPIKeyRevoked, saasapi.APIKeyRevoked{APIKeyName: current.Name, KeyPrefix: current.KeyPrefix})}, nil
+		},
+		func(ctx context.Context, tx pgx.Tx, a saasapi.Access) (err error) {
+			k, err = projections.GetAPIKey(ctx, tx, a, keyID)
+			return err
+		})
+	return k, err
+}
+
+// AuthenticateAPIKey resolves a raw key to its principal. A malformed key
+// (bad checksum) is rejected without a query; an unknown or revoked key is
+// 401. The key's use is recorded at most once a minute.
+func (s *Service) AuthenticateAPIKey(ctx context.Context, raw string) (saasapi.Principal, error) {
+	fail := saasapi.Errorf(saasapi.EUNAUTHENTICATED, saasapi.MsgInvalidTokenOrKey)
+	hash, ok := auth.ParseAPIKey(raw)
+	if !ok {
+		return saasapi.Principal{}, fail
+	}
+	owner, found, err := projections.APIKeyByHash(ctx, s.pool, hash)
+	if err != nil {
+		return saasapi.Principal{}, err
+	}
+	if !found || owner.Revoked {
+		return saasapi.Principal{}, fail
+	}
+	s.touch(ctx, owner)
+	return saasapi.APIKeyPrincipal(owner.APIKeyID, owner.OrganisationID), nil
+}
+
+// touchInterval is how often a key's last use is written at most.
+const touchInterval = time.Minute
+
+// touch records a key's use unless this process did within the last
+// minute; the database-side guard covers other replicas.
+func (s *Service) touch(ctx context.Context, owner projections.KeyOwner) {
+	now := s.now()
+	if last, ok := s.lastTouch.Load(owner.APIKeyID); ok && now.Sub(last.(time.Time)) < touchInterval {
+		return
+	}
+	s.lastTouch.Store(owner.APIKeyID, now)
+	// Usage tracking must never fail a request.
+	_ = projections.TouchAPIKey(ctx, s.pool, owner, now)
+}

@@ -1,0 +1,130 @@
+package projections
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/saasapi/saasapi"
+)
+
+// APIKey is the api_keys read model, with its last use (kept outside the
+// projected table) joined in.
+type APIKey struct {
+	ID              saasapi.ID
+	OrganisationID  saasapi.ID
+	Name            string
+	KeyPrefix       string
+	CreatedByUserID *saasapi.ID
+	RevokedAt       *time.Time
+	LastUsedAt      *time.Time
+	Version         int64
+	CreatedAt       time.Time
+	UpdatedAt       time.Time
+}
+
+func init() {
+	register(saasapi.EventAPIKeyCreated, func(b *pgx.Batch, e saasapi.Event, p any) {
+		d := p.(*saasapi.APIKeyCreated)
+		b.Queue(`INSERT INTO api_keys (organisation_id, id, name, key_prefix, created_by_user_id, version, created_at, updated_at)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $7)`,
+			e.LedgerID, e.StreamID, d.APIKeyName, d.KeyPrefix, e.Actor.UserID.Ptr(), e.StreamVersion, e.OccurredAt)
+	})
+	register(saasapi.EventAPIKeyRevoked, func(b *pgx.Batch, e saasapi.Event, _ any) {
+		b.Queue(`UPDATE api_keys SET revoked_at = $3, version = $4, updated_at = $3
+			WHERE organisation_id = $1 AND id = $2`, e.LedgerID, e.StreamID, e.OccurredAt, e.StreamVersion)
+	})
+}
+
+const apiKeyColumns = `k.id, k.organisation_id, k.name, k.key_prefix, k.created_by_user_id, k.revoked_at,
+	u.last_used_at, k.version, k.created_at, k.updated_at`
+
+const apiKeyFrom = ` FROM api_keys k LEFT JOIN api_key_usage u
+	ON u.organisation_id = k.organisation_id AND u.api_key_id = k.id`
+
+func scanAPIKey(row pgx.Row) (APIKey, error) {
+	var k APIKey
+	err := row.Scan(&k.ID, &k.OrganisationID, &k.Name, &k.KeyPrefix, &k.CreatedByUserID, &k.RevokedAt,
+		&k.LastUsedAt, &k.Version, &k.CreatedAt, &k.UpdatedAt)
+	return k, err
+}
+
+// GetAPIKey returns an API key of the authorized organisation, revoked or
+// not, or 404 api key was not found.
+func GetAPIKey(ctx context.Context, q Querier, a saasapi.Access, id saasapi.ID) (APIKey, error) {
+	if err := checkAccess(a); err != nil {
+		return APIKey{}, err
+	}
+	k, err := scanAPIKey(q.QueryRow(ctx, `SELECT `+apiKeyColumns+apiKeyFrom+`
+		WHERE k.organisation_id = $1 AND k.id = $2`, a.OrganisationID, id))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return APIKey{}, saasapi.Errorf(saasapi.ENOTFOUND, saasapi.MsgAPIKeyNotFound)
+	}
+	if err != nil {
+		return APIKey{}, fmt.Errorf("get api key: %w", err)
+	}
+	return k, nil
+}
+
+// ListAPIKeys returns the authorized organisation's keys, newest first,
+// revoked ones included, and the total.
+func ListAPIKeys(ctx context.Context, q Querier, a saasapi.Access, page Page) ([]APIKey, int, error) {
+	if err := checkAccess(a); err != nil {
+		return nil, 0, err
+	}
+	var (
+		keys  []APIKey
+		total int
+	)
+	b := &pgx.Batch{}
+	b.Queue(`SELECT `+apiKeyColumns+apiKeyFrom+` WHERE k.organisation_id = $1
+		ORDER BY k.created_at DESC, k.id DESC LIMIT $2 OFFSET $3`, a.OrganisationID, page.Limit, page.Offset).
+		Query(func(rows pgx.Rows) (err error) {
+			keys, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (APIKey, error) { return scanAPIKey(row) })
+			return err
+		})
+	b.Queue(`SELECT count(*) FROM api_keys WHERE organisation_id = $1`, a.OrganisationID).
+		QueryRow(func(row pgx.Row) error { return row.Scan(&total) })
+	if err := q.SendBatch(ctx, b).Close(); err != nil {
+		return nil, 0, fmt.Errorf("list api keys: %w", err)
+	}
+	return keys, total, nil
+}
+
+// KeyOwner is what authenticating with an API key yields.
+type KeyOwner struct {
+	APIKeyID       saasapi.ID
+	OrganisationID saasapi.ID
+	Revoked        bool
+}
+
+// APIKeyByHash finds the key whose secret hashes to hash; found is false
+// for an unknown key.
+func APIKeyByHash(ctx context.Context, q Querier, hash []byte) (owner KeyOwner, found bool, err error) {
+	err = q.QueryRow(ctx, `SELECT s.api_key_id, s.organisation_id, k.revoked_at IS NOT NULL
+		FROM api_key_secrets s JOIN api_keys k ON k.organisation_id = s.organisation_id AND k.id = s.api_key_id
+		WHERE s.key_hash = $1`, hash).Scan(&owner.APIKeyID, &owner.OrganisationID, &owner.Revoked)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return KeyOwner{}, false, nil
+	}
+	if err != nil {
+		return KeyOwner{}, false, fmt.Errorf("find api key: %w", err)
+	}
+	return owner, true, nil
+}
+
+// TouchAPIKey records that a key was used at t, unless a use within the
+// last minute is already recorded: last_used_at may lag by up to a minute,
+// and in exchange key-authenticated reads do not each become a write.
+func TouchAPIKey(ctx context.Context, q Querier, owner KeyOwner, t time.Time) error {
+	_, err := q.Exec(ctx, `INSERT INTO api_key_usage (organisation_id, api_key_id, last_used_at) VALUES ($1, $2, $3)
+		ON CONFLICT (organisation_id, api_key_id) DO UPDATE SET last_used_at = excluded.last_used_at
+		WHERE api_key_usage.last_used_at < excluded.last_used_at - interval '1 minute'`,
+		owner.OrganisationID, owner.APIKeyID, t)
+	if err != nil {
+		return fmt.Errorf("touch api key: %w", err)
+	}
+	return nil
+}

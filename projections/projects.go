@@ -1,0 +1,231 @@
+package projections
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/saasapi/saasapi"
+)
+
+// Project is the projects read model.
+type Project struct {
+	ID                saasapi.ID
+	OrganisationID    saasapi.ID
+	Name              string
+	Description       *string
+	Status            string
+	CreatedByUserID   *saasapi.ID
+	CreatedByAPIKeyID *saasapi.ID
+	UpdatedByUserID   *saasapi.ID
+	UpdatedByAPIKeyID *saasapi.ID
+	Version           int64
+	CreatedAt         time.Time
+	UpdatedAt         time.Time
+}
+
+// Project statuses.
+const (
+	ProjectActive   = "active"
+	ProjectArchived = "archived"
+)
+
+// Counter statements. They run before the projects row changes, so they
+// can read the project's old status.
+const (
+	countUp = `INSERT INTO project_counts (organisation_id, status, live) VALUES ($1, $2, 1)
+		ON CONFLICT (organisation_id, status) DO UPDATE SET live = project_counts.live + 1`
+	// countMoveOut and countMoveIn move a live project from its current
+	// status to $3 (both do nothing when the status stays).
+	countMoveOut = `UPDATE project_counts c SET live = c.live - 1 FROM projects p
+		WHERE p.organisation_id = $1 AND p.id = $2 AND p.deleted_at IS NULL AND p.status <> $3
+			AND c.organisation_id = p.organisation_id AND c.status = p.status`
+	countMoveIn = `INSERT INTO project_counts (organisation_id, status, live)
+		SELECT p.organisation_id, $3, 1 FROM projects p
+		WHERE p.organisation_id = $1 AND p.id = $2 AND p.deleted_at IS NULL AND p.status <> $3
+		ON CONFLICT (organisation_id, status) DO UPDATE SET live = project_counts.live + 1`
+	countDown = `UPDATE project_counts c SET live = c.live - 1 FROM projects p
+		WHERE p.organisation_id = $1 AND p.id = $2 AND p.deleted_at IS NULL
+			AND c.organisation_id = p.organisation_id AND c.status = p.status`
+)
+
+func init() {
+	register(saasapi.EventProjectCreated, func(b *pgx.Batch, e saasapi.Event, p any) {
+		d := p.(*saasapi.ProjectCreated)
+		b.Queue(countUp, e.LedgerID, d.Status)
+		b.Queue(`INSERT INTO projects (organisation_id, id, name, description, status,
+				created_by_user_id, created_by_api_key_id, updated_by_user_id, updated_by_api_key_id,
+				version, created_at, updated_at)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $6, $7, $8, $9, $9)`,
+			e.LedgerID, e.StreamID, d.ProjectName, d.Description, d.Status,
+			e.Actor.UserID.Ptr(), e.Actor.APIKeyID.Ptr(), e.StreamVersion, e.OccurredAt)
+	})
+	register(saasapi.EventProjectUpdated, func(b *pgx.Batch, e saasapi.Event, p any) {
+		d := p.(*saasapi.ProjectUpdated)
+		if d.Status != nil {
+			b.Queue(countMoveOut, e.LedgerID, e.StreamID, *d.Status)
+			b.Queue(countMoveIn, e.LedgerID, e.StreamID, *d.Status)
+		}
+		b.Queue(`UPDATE projects SET name = coalesce($3, name), status = coalesce($4, status),
+				description = CASE WHEN $5 THEN $6 ELSE description END,
+				updated_by_user_id = $7, updated_by_api_key_id = $8, version = $9, updated_at = $10
+			WHERE organisation_id = $1 AND id = $2`,
+			e.LedgerID, e.StreamID, d.Name, d.Status, d.Description.Set, d.Description.Value,
+			e.Actor.UserID.Ptr(), e.Actor.APIKeyID.Ptr(), e.StreamVersion, e.OccurredAt)
+	})
+	register(saasapi.EventProjectDeleted, func(b *pgx.Batch, e saasapi.Event, _ any) {
+		b.Queue(countDown, e.LedgerID, e.StreamID)
+		b.Queue(`UPDATE projects SET deleted_at = $3, updated_by_user_id = $4, updated_by_api_key_id = $5,
+				version = $6, updated_at = $3
+			WHERE organisation_id = $1 AND id = $2`,
+			e.LedgerID, e.StreamID, e.OccurredAt, e.Actor.UserID.Ptr(), e.Actor.APIKeyID.Ptr(), e.StreamVersion)
+	})
+}
+
+const projectColumns = `id, organisation_id, name, description, status, created_by_user_id, created_by_api_key_id,
+	updated_by_user_id, updated_by_api_key_id, version, created_at, updated_at`
+
+func scanProject(row pgx.Row) (Project, error) {
+	var p Project
+	err := row.Scan(&p.ID, &p.OrganisationID, &p.Name, &p.Description, &p.Status, &p.CreatedByUserID,
+		&p.CreatedByAPIKeyID, &p.UpdatedByUserID, &p.UpdatedByAPIKeyID, &p.Version, &p.CreatedAt, &p.UpdatedAt)
+	return p, err
+}
+
+// GetProject returns a live (not deleted) project of the authorized
+// organisation, or 404 project was not found.
+func GetProject(ctx context.Context, q Querier, a saasapi.Access, id saasapi.ID) (Project, error) {
+	if err := checkAccess(a); err != nil {
+		return Project{}, err
+	}
+	p, err := scanProject(q.QueryRow(ctx, `SELECT `+projectColumns+` FROM projects
+		WHERE organisation_id = $1 AND id = $2 AND deleted_at IS NULL`, a.OrganisationID, id))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Project{}, saasapi.Errorf(saasapi.ENOTFOUND, saasapi.MsgProjectNotFound)
+	}
+	if err != nil {
+		return Project{}, fmt.Errorf("get project: %w", err)
+	}
+	return p, nil
+}
+
+// ProjectSort is a sort key of the project list.
+type ProjectSort string
+
+// The sort keys. Each is followed by the id as a tie-breaker.
+const (
+	SortCreatedAt ProjectSort = "created_at"
+	SortName      ProjectSort = "name"
+	SortStatus    ProjectSort = "status"
+)
+
+// sortExpr is the SQL of each sort key; names sort case-insensitively.
+var sortExpr = map[ProjectSort]string{
+	SortCreatedAt: "created_at",
+	SortName:      "lower(name)",
+	SortStatus:    "status",
+}
+
+// ProjectQuery selects a page of projects.
+type ProjectQuery struct {
+	Status string // "" for any
+	Name   string // case-insensitive substring; "" for any
+	Sort   ProjectSort
+	Desc   bool
+	Page   Page
+	// After, when set, continues a keyset scan after this project (the
+	// last of the previous page); Page.Offset is then ignored.
+	After *Project
+}
+
+// SortKey returns the value of p that q sorts by, as text, for cursors.
+// For names it is the name itself: the database lower-cases it exactly as
+// it does the sort column (Go's strings.ToLower can disagree with the
+// database's lower() outside ASCII, which would skip or repeat rows).
+func (q ProjectQuery) SortKey(p Project) string {
+	switch q.Sort {
+	case SortName:
+		return p.Name
+	case SortStatus:
+		return p.Status
+	}
+	return p.CreatedAt.UTC().Format(time.RFC3339Nano)
+}
+
+// escapeLike makes s match literally inside a LIKE pattern.
+func escapeLike(s string) string {
+	return strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`).Replace(s)
+}
+
+// ListProjects returns one page of the authorized organisation's live
+// projects and the number of all that match the filters. It fetches one
+// row more than the limit to tell whether another page follows.
+func ListProjects(ctx context.Context, q Querier, a saasapi.Access, pq ProjectQuery) (items []Project, total int, more bool, err error) {
+	if err := checkAccess(a); err != nil {
+		return nil, 0, false, err
+	}
+	expr, ok := sortExpr[pq.Sort]
+	if !ok {
+		return nil, 0, false, fmt.Errorf("list projects: unknown sort %q", pq.Sort)
+	}
+	where := []string{"organisation_id = $1", "deleted_at IS NULL"}
+	args := []any{a.OrganisationID}
+	if pq.Status != "" {
+		args = append(args, pq.Status)
+		where = append(where, fmt.Sprintf("status = $%d", len(args)))
+	}
+	if pq.Name != "" {
+		// Lower-cased by the database on both sides, so that a name always
+		// matches itself whatever letters it holds.
+		args = append(args, "%"+escapeLike(pq.Name)+"%")
+		where = append(where, fmt.Sprintf("lower(name) LIKE lower($%d)", len(args)))
+	}
+	countSQL := `SELECT count(*) FROM projects WHERE ` + strings.Join(where, " AND ")
+	countArgs := append([]any(nil), args...)
+	if pq.Name == "" {
+		// Without a name filter the total is kept by the projection.
+		countSQL = `SELECT coalesce(sum(live), 0)::bigint FROM project_counts WHERE organisation_id = $1`
+		if pq.Status != "" {
+			countSQL += ` AND status = $2`
+		}
+	}
+
+	dir, cmp := "ASC", ">"
+	if pq.Desc {
+		dir, cmp = "DESC", "<"
+	}
+	offset := pq.Page.Offset
+	if pq.After != nil {
+		key, param := any(pq.SortKey(*pq.After)), fmt.Sprintf("$%d", len(args)+1)
+		switch pq.Sort {
+		case SortCreatedAt:
+			key, param = pq.After.CreatedAt, param+"::timestamptz"
+		case SortName:
+			param = "lower(" + param + ")" // the same expression as the sort column
+		}
+		args = append(args, key, pq.After.ID)
+		where = append(where, fmt.Sprintf("(%s, id) %s (%s, $%d)", expr, cmp, param, len(args)))
+		offset = 0
+	}
+	args = append(args, pq.Page.Limit+1, offset)
+	listSQL := fmt.Sprintf(`SELECT %s FROM projects WHERE %s ORDER BY %s %s, id %s LIMIT $%d OFFSET $%d`,
+		projectColumns, strings.Join(where, " AND "), expr, dir, dir, len(args)-1, len(args))
+
+	// Both queries travel in one round trip.
+	b := &pgx.Batch{}
+	b.Queue(listSQL, args...).Query(func(rows pgx.Rows) error {
+		items, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (Project, error) { return scanProject(row) })
+		return err
+	})
+	b.Queue(countSQL, countArgs...).QueryRow(func(row pgx.Row) error { return row.Scan(&total) })
+	if err := q.SendBatch(ctx, b).Close(); err != nil {
+		return nil, 0, false, fmt.Errorf("list projects: %w", err)
+	}
+	if len(items) > pq.Page.Limit {
+		items, more = items[:pq.Page.Limit], true
+	}
+	return items, total, more, nil
+}
