@@ -40,6 +40,9 @@ var isolationSweep = map[string]struct {
 	"GET /orgs/{organisation_id}/projects/{project_id}":    {nil, true, saasapi.MsgProjectNotFound},
 	"PATCH /orgs/{organisation_id}/projects/{project_id}":  {map[string]any{"name": "Hijacked"}, true, saasapi.MsgProjectNotFound},
 	"DELETE /orgs/{organisation_id}/projects/{project_id}": {nil, true, saasapi.MsgProjectNotFound},
+	"GET /orgs/{organisation_id}/audit-events":             {nil, false, ""},
+	"GET /orgs/{organisation_id}/audit-events/head":        {nil, false, ""},
+	"GET /orgs/{organisation_id}/audit-events/export":      {nil, false, ""},
 }
 
 // idParam matches the id parameters of a route template.

@@ -33,8 +33,9 @@ var roleMatrix = map[string]struct {
 	body   func(f matrixFixture) any
 	status [7]int // owner, admin, member, viewer, non-member, anonymous, api-key
 }{
-	"GET /me":   {nil, [7]int{200, 200, 200, 200, 200, 401, 401}},
-	"GET /orgs": {nil, [7]int{200, 200, 200, 200, 200, 401, 401}},
+	"GET /me":              {nil, [7]int{200, 200, 200, 200, 200, 401, 401}},
+	"GET /me/audit-events": {nil, [7]int{200, 200, 200, 200, 200, 401, 401}},
+	"GET /orgs":            {nil, [7]int{200, 200, 200, 200, 200, 401, 401}},
 	"POST /orgs": {func(matrixFixture) any { return map[string]any{"name": uniqueName("Matrix Created")} },
 		[7]int{201, 201, 201, 201, 201, 401, 401}},
 	"GET /orgs/{organisation_id}": {nil, [7]int{200, 200, 200, 200, 403, 401, 401}},
@@ -59,6 +60,10 @@ var roleMatrix = map[string]struct {
 	"POST /orgs/{organisation_id}/api-keys": {func(matrixFixture) any { return map[string]any{"name": "Matrix Key"} },
 		[7]int{201, 201, 403, 403, 403, 401, 401}},
 	"DELETE /orgs/{organisation_id}/api-keys/{api_key_id}": {nil, [7]int{200, 200, 403, 403, 403, 401, 401}},
+
+	"GET /orgs/{organisation_id}/audit-events":        {nil, [7]int{200, 200, 403, 403, 403, 401, 401}},
+	"GET /orgs/{organisation_id}/audit-events/head":   {nil, [7]int{200, 200, 403, 403, 403, 401, 401}},
+	"GET /orgs/{organisation_id}/audit-events/export": {nil, [7]int{200, 200, 403, 403, 403, 401, 401}},
 }
 
 // publicRoutes need no credentials; every other route must be in roleMatrix.

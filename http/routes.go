@@ -20,6 +20,7 @@ func (s *Server) routes() {
 	r.Group(func(r chi.Router) {
 		r.Use(s.requireUser)
 		r.Get("/me", s.handleMe())
+		r.Get("/me/audit-events", s.handleMyAuditEvents())
 
 		r.Post("/orgs", s.handleCreateOrganisation())
 		r.Get("/orgs", s.handleListOrganisations())
@@ -34,6 +35,10 @@ func (s *Server) routes() {
 		r.Post("/orgs/{organisation_id}/api-keys", s.handleCreateAPIKey())
 		r.Get("/orgs/{organisation_id}/api-keys", s.handleListAPIKeys())
 		r.Delete("/orgs/{organisation_id}/api-keys/{api_key_id}", s.handleRevokeAPIKey())
+
+		r.Get("/orgs/{organisation_id}/audit-events", s.handleListAuditEvents())
+		r.Get("/orgs/{organisation_id}/audit-events/head", s.handleAuditHead())
+		r.Get("/orgs/{organisation_id}/audit-events/export", s.handleExportAuditEvents())
 	})
 
 	// Project routes: a signed-in user, or an API key of the organisation.

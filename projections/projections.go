@@ -36,10 +36,32 @@ func register(eventType string, h handler) {
 	handlers[eventType] = h
 }
 
+// aggregate is a read table that summarises another (project_counts sums
+// live projects): commands keep it up to date event by event, and a replay
+// recomputes it once at the end instead. Updating one counter row per
+// event inside a single replay transaction would pile up row versions that
+// PostgreSQL cannot prune before commit, making a long replay quadratic.
+type aggregate struct {
+	table string
+	// recompute fills the emptied table from the read tables, with
+	// unqualified names so that it also works on a verification's shadow
+	// copies.
+	recompute string
+	// handlers queue the incremental update of an event type; they run
+	// before the row handler, so they can still read the old row.
+	handlers map[string]handler
+}
+
+var aggregates []*aggregate
+
 // Apply queues on b the read-table statements that event e implies. The
 // statements run when the caller sends the batch, in the caller's
 // transaction, so the read tables change exactly when the event commits.
-func Apply(b *pgx.Batch, e saasapi.Event) error {
+func Apply(b *pgx.Batch, e saasapi.Event) error { return apply(b, e, true) }
+
+// apply queues the statements of e; withAggregates is false during a
+// replay, which recomputes the aggregates at its end (recomputeAggregates).
+func apply(b *pgx.Batch, e saasapi.Event, withAggregates bool) error {
 	h, ok := handlers[e.Type]
 	if !ok {
 		return fmt.Errorf("projections: no handler for event type %q", e.Type)
@@ -48,7 +70,28 @@ func Apply(b *pgx.Batch, e saasapi.Event) error {
 	if err != nil {
 		return err
 	}
+	if withAggregates {
+		for _, agg := range aggregates {
+			if ah := agg.handlers[e.Type]; ah != nil {
+				ah(b, e, payload)
+			}
+		}
+	}
 	h(b, e, payload)
+	return nil
+}
+
+// recomputeAggregates refills every aggregate table from the read tables
+// after a replay.
+func recomputeAggregates(ctx context.Context, tx pgx.Tx) error {
+	for _, agg := range aggregates {
+		if _, err := tx.Exec(ctx, `DELETE FROM `+agg.table); err != nil {
+			return fmt.Errorf("empty %s: %w", agg.table, err)
+		}
+		if _, err := tx.Exec(ctx, agg.recompute); err != nil {
+			return fmt.Errorf("recompute %s: %w", agg.table, err)
+		}
+	}
 	return nil
 }
 

@@ -53,9 +53,27 @@ const (
 )
 
 func init() {
+	aggregates = append(aggregates, &aggregate{
+		table: "project_counts",
+		recompute: `INSERT INTO project_counts (organisation_id, status, live)
+			SELECT organisation_id, status, count(*) FROM projects WHERE deleted_at IS NULL GROUP BY 1, 2`,
+		handlers: map[string]handler{
+			saasapi.EventProjectCreated: func(b *pgx.Batch, e saasapi.Event, p any) {
+				b.Queue(countUp, e.LedgerID, p.(*saasapi.ProjectCreated).Status)
+			},
+			saasapi.EventProjectUpdated: func(b *pgx.Batch, e saasapi.Event, p any) {
+				if d := p.(*saasapi.ProjectUpdated); d.Status != nil {
+					b.Queue(countMoveOut, e.LedgerID, e.StreamID, *d.Status)
+					b.Queue(countMoveIn, e.LedgerID, e.StreamID, *d.Status)
+				}
+			},
+			saasapi.EventProjectDeleted: func(b *pgx.Batch, e saasapi.Event, _ any) {
+				b.Queue(countDown, e.LedgerID, e.StreamID)
+			},
+		},
+	})
 	register(saasapi.EventProjectCreated, func(b *pgx.Batch, e saasapi.Event, p any) {
 		d := p.(*saasapi.ProjectCreated)
-		b.Queue(countUp, e.LedgerID, d.Status)
 		b.Queue(`INSERT INTO projects (organisation_id, id, name, description, status,
 				created_by_user_id, created_by_api_key_id, updated_by_user_id, updated_by_api_key_id,
 				version, created_at, updated_at)
@@ -65,10 +83,6 @@ func init() {
 	})
 	register(saasapi.EventProjectUpdated, func(b *pgx.Batch, e saasapi.Event, p any) {
 		d := p.(*saasapi.ProjectUpdated)
-		if d.Status != nil {
-			b.Queue(countMoveOut, e.LedgerID, e.StreamID, *d.Status)
-			b.Queue(countMoveIn, e.LedgerID, e.StreamID, *d.Status)
-		}
 		b.Queue(`UPDATE projects SET name = coalesce($3, name), status = coalesce($4, status),
 				description = CASE WHEN $5 THEN $6 ELSE description END,
 				updated_by_user_id = $7, updated_by_api_key_id = $8, version = $9, updated_at = $10
@@ -77,7 +91,6 @@ func init() {
 			e.Actor.UserID.Ptr(), e.Actor.APIKeyID.Ptr(), e.StreamVersion, e.OccurredAt)
 	})
 	register(saasapi.EventProjectDeleted, func(b *pgx.Batch, e saasapi.Event, _ any) {
-		b.Queue(countDown, e.LedgerID, e.StreamID)
 		b.Queue(`UPDATE projects SET deleted_at = $3, updated_by_user_id = $4, updated_by_api_key_id = $5,
 				version = $6, updated_at = $3
 			WHERE organisation_id = $1 AND id = $2`,

@@ -21,6 +21,15 @@ Usage:
                      address :8000); never starts a database
   saasapi migrate    apply the embedded migrations to SAAS_API_DATABASE_URL and
                      print the schema version
+  saasapi audit verify [--org ID]
+                     recompute every ledger's hash chain (or one
+                     organisation's) from the stored rows and check the heads
+  saasapi projections rebuild
+                     replay all events into the emptied read tables; writers
+                     wait until it commits
+  saasapi projections verify
+                     prove that the read tables equal a replay of the events;
+                     changes nothing
   saasapi --help     show this help
 
 Configuration is read from SAAS_API_* environment variables; see README.md.
@@ -56,6 +65,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return runServe(ctx, getenv, stdout)
 	case "migrate":
 		return runMigrate(ctx, getenv, stdout)
+	case "audit":
+		return runAudit(ctx, args[1:], getenv, stdout, stderr)
+	case "projections":
+		return runProjections(ctx, args[1:], getenv, stdout, stderr)
 	}
 	fmt.Fprintf(stderr, "saasapi: unknown command %q\n\n%s", args[0], usage)
 	return errUsage

@@ -1,0 +1,454 @@
+package projections_test
+
+import (
+	"context"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/saasapi/saasapi"
+	"github.com/saasapi/saasapi/auth"
+	"github.com/saasapi/saasapi/commands"
+	"github.com/saasapi/saasapi/eventstore"
+	"github.com/saasapi/saasapi/internal/dbpool"
+	"github.com/saasapi/saasapi/internal/testdb"
+	"github.com/saasapi/saasapi/projections"
+)
+
+func TestMain(m *testing.M) { os.Exit(testdb.Run(m)) }
+
+// readEvents is the event reader that cmd/saasapi hands to Rebuild and
+// Verify.
+func readEvents(ctx context.Context, tx pgx.Tx, after int64, limit int) ([]saasapi.Event, error) {
+	return eventstore.ReadAll(ctx, tx, after, limit)
+}
+
+// world is a database with realistic history, made by the real commands
+// through the application role.
+type world struct {
+	db       *testdb.DB
+	svc      *commands.Service
+	app      *pgxpool.Pool
+	owner    saasapi.ID
+	org      saasapi.ID
+	orgName  string
+	projects []saasapi.ID
+}
+
+func (w *world) as(user saasapi.ID) commands.Meta {
+	return commands.Meta{Principal: saasapi.UserPrincipal(user), RequestID: "req-test"}
+}
+
+// newWorld records every kind of event: registrations and sign-ins,
+// an organisation with members whose roles change and who leave, projects
+// created, updated and deleted, an API key created and revoked.
+func newWorld(t *testing.T) *world {
+	t.Helper()
+	ctx := context.Background()
+	w := &world{db: testdb.New(t)}
+	w.app, w.svc = service(t, w.db.URL)
+	var err error
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	register := func(email string) saasapi.ID {
+		t.Helper()
+		u, err := w.svc.Register(ctx, commands.Meta{RequestID: "req-register"},
+			commands.RegisterInput{Email: email, Password: "correct horse battery", DisplayName: email})
+		must(err)
+		return u.ID
+	}
+	w.owner = register("owner@example.com")
+	admin := register("admin@example.com")
+	member := register("member@example.com")
+	_, err = w.svc.Login(ctx, commands.Meta{RequestID: "req-login"}, "owner@example.com", "correct horse battery")
+	must(err)
+	if _, err := w.svc.Login(ctx, commands.Meta{RequestID: "req-login"}, "member@example.com", "wrong password!"); err == nil {
+		t.Fatal("a wrong password signed in")
+	}
+
+	org, err := w.svc.CreateOrganisation(ctx, w.as(w.owner), commands.CreateOrganisationInput{Name: "Acme"})
+	must(err)
+	w.org = org.ID
+	_, err = w.svc.AddMember(ctx, w.as(w.owner), w.org, commands.AddMemberInput{UserID: admin, Role: saasapi.RoleAdmin})
+	must(err)
+	_, err = w.svc.AddMember(ctx, w.as(admin), w.org, commands.AddMemberInput{UserID: member, Role: saasapi.RoleMember})
+	must(err)
+	_, err = w.svc.ChangeMemberRole(ctx, w.as(admin), w.org, member, saasapi.RoleViewer)
+	must(err)
+	w.orgName = "Acme Corporation"
+	_, err = w.svc.UpdateOrganisation(ctx, w.as(admin), w.org, commands.UpdateOrganisationInput{Name: &w.orgName})
+	must(err)
+
+	for _, name := range []string{"alpha", "beta", "gamma"} {
+		w.projects = append(w.projects, w.createProject(t, admin, name))
+	}
+	archived := "archived"
+	_, err = w.svc.UpdateProject(ctx, w.as(admin), w.org, w.projects[0], commands.UpdateProjectInput{Status: &archived})
+	must(err)
+	must(w.svc.DeleteProject(ctx, w.as(w.owner), w.org, w.projects[1]))
+
+	var keyID saasapi.ID
+	_, err = w.svc.CreateAPIKey(ctx, w.as(w.owner), w.org, "ci", nil,
+		func(k commands.CreatedAPIKey) (commands.Rendered, error) {
+			keyID = k.Key.ID
+			return commands.Rendered{Status: 201}, nil
+		})
+	must(err)
+	_, err = w.svc.RevokeAPIKey(ctx, w.as(w.owner), w.org, keyID)
+	must(err)
+	must(w.svc.RemoveMember(ctx, w.as(w.owner), w.org, admin))
+	return w
+}
+
+// service returns the commands on an application-role pool for url.
+func service(t *testing.T, url string) (*pgxpool.Pool, *commands.Service) {
+	t.Helper()
+	app, err := dbpool.Open(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(app.Close)
+	return app, commands.New(app, commands.Config{
+		Hasher: auth.NewHasher(auth.TestParams, 0),
+		Tokens: auth.NewTokenIssuer([]byte(strings.Repeat("k", 32)), "test", time.Minute),
+	})
+}
+
+func (w *world) createProject(t *testing.T, user saasapi.ID, name string) saasapi.ID {
+	t.Helper()
+	var id saasapi.ID
+	_, err := w.svc.CreateProject(context.Background(), w.as(user), w.org, commands.CreateProjectInput{Name: name}, nil,
+		func(p projections.Project) (commands.Rendered, error) {
+			id = p.ID
+			return commands.Rendered{Status: 201}, nil
+		})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+func (w *world) countEvents(t *testing.T) int64 {
+	t.Helper()
+	n, err := eventstore.CountEvents(context.Background(), w.db.Pool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// dump returns every row of every read table as text, to prove that
+// something changed nothing.
+func dump(t *testing.T, pool *pgxpool.Pool) map[string][]string {
+	t.Helper()
+	out := map[string][]string{}
+	for _, table := range projections.Tables {
+		rows, err := pool.Query(context.Background(), `SELECT t::text FROM `+pgx.Identifier{table}.Sanitize()+` t ORDER BY 1`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if out[table], err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return out
+}
+
+func sameDump(a, b map[string][]string) bool {
+	for _, table := range projections.Tables {
+		if strings.Join(a[table], "\n") != strings.Join(b[table], "\n") {
+			return false
+		}
+	}
+	return true
+}
+
+func TestVerifyFindsTamperingAndRebuildRepairs(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	w := newWorld(t)
+	total := w.countEvents(t)
+
+	n, diffs, err := projections.Verify(ctx, w.db.Pool, readEvents)
+	if err != nil || n != total || len(diffs) != 0 {
+		t.Fatalf("Verify of untouched tables = %d events, diffs %v, %v; want %d events and no diffs", n, diffs, err, total)
+	}
+
+	// Corrupt three read tables behind the projections' back: a changed
+	// row, a deleted one, and one that no event explains.
+	stray := saasapi.NewID()
+	for _, sql := range []string{
+		`UPDATE organisations SET name = 'tampered' WHERE id = $1`,
+		`DELETE FROM projects WHERE organisation_id = $1 AND name = 'gamma'`,
+		`INSERT INTO api_keys (organisation_id, id, name, key_prefix, version, created_at, updated_at)
+			VALUES ($1, '` + string(stray) + `', 'stray', 'sk_x', 1, now(), now())`,
+	} {
+		if _, err := w.db.Pool.Exec(ctx, sql, w.org); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := dump(t, w.db.Pool)
+
+	n, diffs, err = projections.Verify(ctx, w.db.Pool, readEvents)
+	if err != nil || n != total {
+		t.Fatalf("Verify = %d events, %v; want %d", n, err, total)
+	}
+	want := []struct{ table, key, live, rebuilt string }{
+		{"api_keys", "organisation_id=" + string(w.org) + ", id=" + string(stray), ",stray,sk_x,", "missing"},
+		{"projects", "organisation_id=" + string(w.org) + ", id=" + string(w.projects[2]), "missing", ",gamma,"},
+		{"organisations", "id=" + string(w.org), ",tampered,", `,"` + w.orgName + `",`},
+	}
+	if len(diffs) != len(want) {
+		t.Fatalf("Verify found %d diffs, want %d:\n%v", len(diffs), len(want), diffs)
+	}
+	for i, d := range diffs {
+		wd := want[i]
+		if d.Table != wd.table || d.Key != wd.key || !strings.Contains(d.Live, wd.live) || !strings.Contains(d.Rebuilt, wd.rebuilt) {
+			t.Errorf("diff %d: got %s\nwant %s (%s): live containing %q, rebuilt containing %q",
+				i, d, wd.table, wd.key, wd.live, wd.rebuilt)
+		}
+	}
+	if after := dump(t, w.db.Pool); !sameDump(before, after) {
+		t.Fatalf("Verify changed the read tables:\nbefore %v\nafter  %v", before, after)
+	}
+
+	var logs []string
+	n, err = projections.Rebuild(ctx, w.db.Pool, readEvents, func(format string, args ...any) {
+		logs = append(logs, format)
+	})
+	if err != nil || n != total {
+		t.Fatalf("Rebuild = %d, %v; want %d", n, err, total)
+	}
+	if len(logs) == 0 || !strings.Contains(strings.Join(logs, "\n"), "events/s") {
+		t.Errorf("Rebuild reported no throughput: %q", logs)
+	}
+	var name string
+	if err := w.db.Pool.QueryRow(ctx, `SELECT name FROM organisations WHERE id = $1`, w.org).Scan(&name); err != nil || name != w.orgName {
+		t.Fatalf("after Rebuild the organisation is named %q (%v), want %q", name, err, w.orgName)
+	}
+	if n, diffs, err = projections.Verify(ctx, w.db.Pool, readEvents); err != nil || n != total || len(diffs) != 0 {
+		t.Fatalf("Verify after Rebuild = %d, %v, %v; want %d and no diffs", n, diffs, err, total)
+	}
+	// Secrets and operational data are not projections: a rebuild keeps them.
+	var creds int
+	if err := w.db.Pool.QueryRow(ctx, `SELECT count(*) FROM user_credentials`).Scan(&creds); err != nil || creds != 3 {
+		t.Fatalf("user_credentials after Rebuild: %d rows (%v), want 3", creds, err)
+	}
+}
+
+// TestRebuildMakesWritersWait pauses a real rebuild after it took its lock
+// and emptied the tables: a command started then waits for the lock (seen
+// in pg_stat_activity) instead of writing into half-built tables, and
+// completes once the rebuild commits.
+func TestRebuildMakesWritersWait(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	w := newWorld(t)
+	total := w.countEvents(t)
+
+	paused, resume := make(chan struct{}), make(chan struct{})
+	first := true
+	pausing := func(ctx context.Context, tx pgx.Tx, after int64, limit int) ([]saasapi.Event, error) {
+		if first {
+			first = false
+			close(paused)
+			<-resume
+		}
+		return readEvents(ctx, tx, after, limit)
+	}
+	rebuilt := make(chan error, 1)
+	go func() {
+		_, err := projections.Rebuild(ctx, w.db.Pool, pausing, nil)
+		rebuilt <- err
+	}()
+	<-paused
+
+	// While the rebuild holds the lock, plain reads of the ledgers go on,
+	// and taking a ledger's row lock cannot succeed.
+	conn, err := w.db.Pool.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seq int64
+	if err := conn.QueryRow(ctx, `SELECT last_sequence FROM ledgers WHERE ledger_id = $1`, w.org).Scan(&seq); err != nil {
+		t.Fatalf("reading a ledger head during a rebuild: %v", err)
+	}
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = tx.Exec(ctx, `SET LOCAL lock_timeout = '10ms'`)
+	if err == nil {
+		_, err = tx.Exec(ctx, `SELECT 1 FROM ledgers WHERE ledger_id = $1 FOR UPDATE`, w.org)
+	}
+	if !strings.Contains(errString(err), "lock timeout") {
+		t.Errorf("locking a ledger row during a rebuild: %v, want a lock timeout", err)
+	}
+	_ = tx.Rollback(ctx)
+	conn.Release()
+
+	type result struct {
+		id  saasapi.ID
+		err error
+	}
+	written := make(chan result, 1)
+	go func() {
+		var id saasapi.ID
+		_, err := w.svc.CreateProject(ctx, w.as(w.owner), w.org, commands.CreateProjectInput{Name: "during rebuild"}, nil,
+			func(p projections.Project) (commands.Rendered, error) {
+				id = p.ID
+				return commands.Rendered{Status: 201}, nil
+			})
+		written <- result{id, err}
+	}()
+	// Wait until the command's backend is blocked on a lock.
+	for {
+		var waiting int
+		if err := w.db.Pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%ledgers%'`).Scan(&waiting); err != nil {
+			t.Fatal(err)
+		}
+		if waiting > 0 {
+			break
+		}
+		select {
+		case r := <-written:
+			t.Fatalf("a command completed during the rebuild: %v", r.err)
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	select {
+	case r := <-written:
+		t.Fatalf("a command completed while the rebuild held the lock: %v", r.err)
+	default:
+	}
+
+	close(resume)
+	if err := <-rebuilt; err != nil {
+		t.Fatalf("Rebuild: %v", err)
+	}
+	r := <-written
+	if r.err != nil {
+		t.Fatalf("the waiting command failed: %v", r.err)
+	}
+	if got := w.countEvents(t); got != total+1 {
+		t.Errorf("%d events after the rebuild and the command, want %d", got, total+1)
+	}
+	a, err := saasapi.Authorize(saasapi.UserPrincipal(w.owner), w.org, saasapi.RoleOwner, saasapi.PermReadProjects)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, err := projections.GetProject(ctx, w.db.Pool, a, r.id); err != nil || p.Name != "during rebuild" {
+		t.Fatalf("the project written after the rebuild: %+v, %v", p, err)
+	}
+	if n, diffs, err := projections.Verify(ctx, w.db.Pool, readEvents); err != nil || n != total+1 || len(diffs) != 0 {
+		t.Fatalf("Verify = %d, %v, %v; want %d and no diffs", n, diffs, err, total+1)
+	}
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+// TestVerifyLetsWritersGoOn runs a command while Verify is replaying: it
+// neither waits for Verify nor shows up as a difference, because Verify
+// reads one snapshot and takes no lock.
+func TestVerifyLetsWritersGoOn(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	w := newWorld(t)
+	// A command that had to wait for a lock fails after 10s instead of
+	// hanging the test.
+	_, svc := service(t, w.db.URL+"&lock_timeout=10000")
+	total := w.countEvents(t)
+
+	first := true
+	var writeErr error
+	writing := func(ctx context.Context, tx pgx.Tx, after int64, limit int) ([]saasapi.Event, error) {
+		evs, err := readEvents(ctx, tx, after, limit)
+		if first {
+			first = false
+			_, writeErr = svc.CreateProject(ctx, w.as(w.owner), w.org, commands.CreateProjectInput{Name: "during verify"}, nil,
+				func(projections.Project) (commands.Rendered, error) { return commands.Rendered{Status: 201}, nil })
+		}
+		return evs, err
+	}
+	n, diffs, err := projections.Verify(ctx, w.db.Pool, writing)
+	if writeErr != nil {
+		t.Fatalf("a command during Verify: %v", writeErr)
+	}
+	if err != nil || n != total || len(diffs) != 0 {
+		t.Fatalf("Verify = %d events, diffs %v, %v; want the %d events of its snapshot and no diffs", n, diffs, err, total)
+	}
+	if got := w.countEvents(t); got != total+1 {
+		t.Fatalf("%d events after the command, want %d", got, total+1)
+	}
+}
+
+// TestRebuildFailureChangesNothing makes the replay fail after the tables
+// were emptied and part of a batch was applied (every event twice: the
+// second organisation.created violates a primary key): the rebuild rolls
+// back and the read tables are as they were.
+func TestRebuildFailureChangesNothing(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	w := newWorld(t)
+	before := dump(t, w.db.Pool)
+	twice := func(ctx context.Context, tx pgx.Tx, after int64, limit int) ([]saasapi.Event, error) {
+		evs, err := readEvents(ctx, tx, after, limit)
+		return append(evs, evs...), err
+	}
+	if _, err := projections.Rebuild(ctx, w.db.Pool, twice, nil); err == nil || !strings.Contains(err.Error(), "apply events") {
+		t.Fatalf("Rebuild replaying every event twice: %v, want a failure to apply", err)
+	}
+	if after := dump(t, w.db.Pool); !sameDump(before, after) {
+		t.Fatal("a failed Rebuild changed the read tables")
+	}
+}
+
+// TestProjectCountsMatchAReplay: the counters that commands keep event by
+// event equal the ones a replay recomputes, and a drifted counter is found
+// and repaired like any other read row.
+func TestProjectCountsMatchAReplay(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	w := newWorld(t)
+	var active, archived int
+	if err := w.db.Pool.QueryRow(ctx, `SELECT
+			coalesce(sum(live) FILTER (WHERE status = 'active'), 0), coalesce(sum(live) FILTER (WHERE status = 'archived'), 0)
+		FROM project_counts WHERE organisation_id = $1`, w.org).Scan(&active, &archived); err != nil {
+		t.Fatal(err)
+	}
+	var liveActive, liveArchived int
+	if err := w.db.Pool.QueryRow(ctx, `SELECT count(*) FILTER (WHERE status = 'active'), count(*) FILTER (WHERE status = 'archived')
+		FROM projects WHERE organisation_id = $1 AND deleted_at IS NULL`, w.org).Scan(&liveActive, &liveArchived); err != nil {
+		t.Fatal(err)
+	}
+	if active != liveActive || archived != liveArchived || archived == 0 {
+		t.Fatalf("counters say %d active and %d archived, the projects table %d and %d (want equal, some archived)",
+			active, archived, liveActive, liveArchived)
+	}
+	if _, err := w.db.Pool.Exec(ctx, `UPDATE project_counts SET live = live + 5 WHERE organisation_id = $1 AND status = 'active'`, w.org); err != nil {
+		t.Fatal(err)
+	}
+	_, diffs, err := projections.Verify(ctx, w.db.Pool, readEvents)
+	if err != nil || len(diffs) != 1 || diffs[0].Table != "project_counts" {
+		t.Fatalf("Verify after a drifted counter: %v, %v; want one project_counts diff", diffs, err)
+	}
+	if _, err := projections.Rebuild(ctx, w.db.Pool, readEvents, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, diffs, err = projections.Verify(ctx, w.db.Pool, readEvents); err != nil || len(diffs) != 0 {
+		t.Fatalf("Verify after Rebuild: %v, %v; want no diffs", diffs, err)
+	}
+}
