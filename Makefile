@@ -5,7 +5,7 @@ GO        ?= go
 BIN       := bin/saasapi
 PKG       := ./cmd/saasapi
 
-.PHONY: run build test test-only lint vet fmt fmt-check cover bench clean
+.PHONY: run build test test-only lint vet fmt fmt-check cover bench gate smoke clean
 
 ## run: start the API with its own private PostgreSQL under .data
 run:
@@ -42,6 +42,14 @@ cover:
 ## bench: benchmarks (figures are printed, never asserted)
 bench:
 	$(GO) run ./internal/withcluster -- $(GO) test -run='^$$' -bench=. -benchmem ./...
+
+## gate: everything CI checks (scripts/quality-gate.sh)
+gate:
+	scripts/quality-gate.sh
+
+## smoke: the end-to-end demo against a running service (`make run` elsewhere)
+smoke:
+	scripts/smoke-demo.sh
 
 clean:
 	rm -rf bin coverage.out

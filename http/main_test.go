@@ -26,7 +26,12 @@ import (
 	"github.com/saasapi/saasapi/observability"
 )
 
-func TestMain(m *testing.M) { os.Exit(testdb.Run(m)) }
+func TestMain(m *testing.M) {
+	code := testdb.Run(m)
+	// Every response of the run went through checkResponse (openapi_test.go).
+	reportOpenAPI(os.Stderr)
+	os.Exit(code)
+}
 
 const (
 	testSecret   = "test-secret-that-is-long-enough-for-hs256!"
@@ -67,7 +72,9 @@ func (b *syncBuffer) String() string {
 	return b.buf.String()
 }
 
-func setup(t testing.TB) *env {
+// setup builds the env; opts adjust the server's dependencies (docs
+// enabled, for one).
+func setup(t testing.TB, opts ...func(*apihttp.Deps)) *env {
 	t.Helper()
 	ctx := context.Background()
 	db := testdb.New(t)
@@ -85,14 +92,18 @@ func setup(t testing.TB) *env {
 		OnCommit:          e.metrics.CountEvents,
 	})
 	e.svc = svc
-	e.server = apihttp.NewServer(apihttp.Deps{
+	deps := apihttp.Deps{
 		Info:     apihttp.Info{AppName: "multi-tenant-saas-api", Version: "0.1.0", Environment: "test"},
 		Commands: svc,
 		Pool:     pool,
 		Tokens:   e.tokens,
 		Metrics:  e.metrics,
 		Logger:   slog.New(slog.NewJSONHandler(e.logs, nil)),
-	})
+	}
+	for _, opt := range opts {
+		opt(&deps)
+	}
+	e.server = apihttp.NewServer(deps)
 	e.srv = httptest.NewServer(e.server)
 	t.Cleanup(e.srv.Close)
 	return e
@@ -169,6 +180,9 @@ func (e *env) do(r req) response {
 	out := response{Status: res.StatusCode, Header: res.Header, Raw: raw}
 	if len(raw) > 0 && strings.Contains(res.Header.Get("Content-Type"), "json") {
 		_ = json.Unmarshal(raw, &out.Body)
+	}
+	if err := checkResponse(hr, out); err != nil {
+		e.t.Errorf("OpenAPI: %v", err)
 	}
 	return out
 }
@@ -288,6 +302,9 @@ func (e *env) send(r req) (response, error) {
 	out := response{Status: res.StatusCode, Header: res.Header, Raw: raw}
 	if len(raw) > 0 && strings.Contains(res.Header.Get("Content-Type"), "json") {
 		_ = json.Unmarshal(raw, &out.Body)
+	}
+	if err := checkResponse(hr, out); err != nil {
+		e.t.Errorf("OpenAPI: %v", err) // Errorf, unlike Fatal, may be called from any goroutine
 	}
 	return out, nil
 }

@@ -13,6 +13,11 @@ func (s *Server) routes() {
 	r.Get("/readyz", s.handleReadyz())
 	r.Method("GET", "/metrics", s.deps.Metrics.Handler())
 
+	// /openapi.json, /docs and /redoc (docs.go): only when enabled.
+	if s.deps.DocsEnabled {
+		s.docsRoutes(r)
+	}
+
 	r.Post("/auth/register", s.handleRegister())
 	r.Post("/auth/login", s.handleLogin())
 

@@ -80,8 +80,12 @@ func TestURLs(t *testing.T) {
 	}
 
 	// Another role, by URLAs.
+	// With a password: a server reached through SAAS_API_TEST_DATABASE_URL
+	// (CI's service container) may not trust local TCP connections the way
+	// the private test clusters do.
 	role := "testdb_" + db.Name[len(db.Name)-12:]
-	if _, err := conn.Exec(ctx, "CREATE ROLE "+role+" LOGIN IN ROLE "+migrations.AppRole); err != nil {
+	const rolePassword = "local-test-password"
+	if _, err := conn.Exec(ctx, "CREATE ROLE "+role+" LOGIN PASSWORD '"+rolePassword+"' IN ROLE "+migrations.AppRole); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
@@ -96,7 +100,7 @@ func TestURLs(t *testing.T) {
 			t.Error(err)
 		}
 	})
-	app, err := pgx.Connect(ctx, db.URLAs(role, ""))
+	app, err := pgx.Connect(ctx, db.URLAs(role, rolePassword))
 	if err != nil {
 		t.Fatal(err)
 	}
