@@ -8,8 +8,9 @@ PKG       := ./cmd/saasapi
 .PHONY: run build test test-only lint vet fmt fmt-check cover bench gate smoke clean
 
 ## run: start the API with its own private PostgreSQL under .data
-run:
-	$(GO) run $(PKG) dev
+## (built first and run directly, so that Ctrl-C reaches it unrelayed)
+run: build
+	./$(BIN) dev
 
 ## build: build the binary into bin/
 build:
