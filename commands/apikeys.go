@@ -104,14 +104,27 @@ func (s *Service) AuthenticateAPIKey(ctx context.Context, raw string) (saasapi.P
 // touchInterval is how often a key's last use is written at most.
 const touchInterval = time.Minute
 
-// touch records a key's use unless this process did within the last
-// minute; the database-side guard covers other replicas.
+// touch records a key's use unless the last use on record, as this
+// process last saw it, is less than a minute old. What it remembers is the
+// database's value, which another replica may have written, so the lag
+// stays within the minute across replicas.
 func (s *Service) touch(ctx context.Context, owner projections.KeyOwner) {
 	now := s.now()
 	if last, ok := s.lastTouch.Load(owner.APIKeyID); ok && now.Sub(last.(time.Time)) < touchInterval {
 		return
 	}
-	s.lastTouch.Store(owner.APIKeyID, now)
 	// Usage tracking must never fail a request.
-	_ = projections.TouchAPIKey(ctx, s.pool, owner, now)
+	last, err := projections.TouchAPIKey(ctx, s.pool, owner, now)
+	if err != nil {
+		return
+	}
+	if s.touched.Add(1)%maxTouchEntries == 0 {
+		// Forget everything now and then rather than grow with every key
+		// ever used; the cost is one extra write per key.
+		s.lastTouch.Clear()
+	}
+	s.lastTouch.Store(owner.APIKeyID, last)
 }
+
+// maxTouchEntries bounds how many keys' last uses a process remembers.
+const maxTouchEntries = 100_000

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -32,6 +33,11 @@ type Service struct {
 	// lastTouch remembers when this process last wrote an API key's
 	// last_used_at (saasapi.ID -> time.Time).
 	lastTouch sync.Map
+	touched   atomic.Int64
+	// pending counts background writes (failed sign-ins); Wait waits for
+	// them.
+	pending           sync.WaitGroup
+	onBackgroundError func(error)
 }
 
 // Config holds what the commands need besides the database.
@@ -44,6 +50,9 @@ type Config struct {
 	// OnCommit is called with the events of every committed command, after
 	// the commit: metrics count executions there, never for a rollback.
 	OnCommit func([]saasapi.Event)
+	// OnBackgroundError, if set, hears of writes that failed after their
+	// request was answered (a failed sign-in's event).
+	OnBackgroundError func(error)
 }
 
 // New returns a Service.
@@ -55,6 +64,7 @@ func New(pool *pgxpool.Pool, cfg Config) *Service {
 		passwordMinLength: cfg.PasswordMinLength,
 		now:               cfg.Now,
 		onCommit:          cfg.OnCommit,
+		onBackgroundError: cfg.OnBackgroundError,
 	}
 	if s.now == nil {
 		s.now = time.Now
@@ -64,6 +74,26 @@ func New(pool *pgxpool.Pool, cfg Config) *Service {
 	}
 	return s
 }
+
+// backgroundTimeout bounds a write that runs after its request was answered.
+const backgroundTimeout = 30 * time.Second
+
+// background runs fn after the request that caused it, detached from the
+// request's cancellation but counted, so that Wait (at shutdown, in tests)
+// lets it finish.
+func (s *Service) background(fn func(ctx context.Context)) {
+	s.pending.Add(1)
+	go func() {
+		defer s.pending.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), backgroundTimeout)
+		defer cancel()
+		fn(ctx)
+	}()
+}
+
+// Wait returns once every background write has finished. The server calls
+// it on shutdown, before it closes the pool.
+func (s *Service) Wait() { s.pending.Wait() }
 
 // Meta is what every command knows about its request.
 type Meta struct {
@@ -159,6 +189,17 @@ func (s *Service) orgWrite(ctx context.Context, meta Meta, orgID saasapi.ID, per
 		_, role, err := projections.OrganisationAccess(ctx, tx, orgID, meta.Principal.UserID)
 		if err != nil {
 			return nil, err
+		}
+		if p := meta.Principal; p.Type == saasapi.PrincipalAPIKey && p.OrganisationID == orgID {
+			// Revocation is a write to this ledger: under the lock, a key
+			// either is still active or its revocation has committed.
+			active, err := projections.APIKeyActive(ctx, tx, orgID, p.APIKeyID)
+			if err != nil {
+				return nil, err
+			}
+			if !active {
+				return nil, saasapi.Errorf(saasapi.EUNAUTHENTICATED, saasapi.MsgInvalidTokenOrKey)
+			}
 		}
 		access, err := saasapi.Authorize(meta.Principal, orgID, role, perm)
 		if err != nil {

@@ -146,24 +146,35 @@ func (s *Service) Login(ctx context.Context, meta Meta, email, password string) 
 		principal = saasapi.Principal{Type: saasapi.PrincipalAnonymous}
 	}
 	meta.Principal = principal
-	_, err = s.write(ctx, func(tx pgx.Tx) ([]saasapi.Event, error) {
-		head, err := eventstore.LockLedger(ctx, tx, userID)
-		if err != nil {
-			return nil, err
-		}
-		version, err := projections.UserVersion(ctx, tx, userID)
-		if err != nil {
-			return nil, err
-		}
-		return record(ctx, tx, &pgx.Batch{}, &head, []saasapi.NewEvent{
-			s.newEvent(meta, head, saasapi.StreamUser, userID, version+1, eventType, data),
+	appendSignIn := func(ctx context.Context) error {
+		_, err := s.write(ctx, func(tx pgx.Tx) ([]saasapi.Event, error) {
+			head, err := eventstore.LockLedger(ctx, tx, userID)
+			if err != nil {
+				return nil, err
+			}
+			version, err := projections.UserVersion(ctx, tx, userID)
+			if err != nil {
+				return nil, err
+			}
+			return record(ctx, tx, &pgx.Batch{}, &head, []saasapi.NewEvent{
+				s.newEvent(meta, head, saasapi.StreamUser, userID, version+1, eventType, data),
+			})
 		})
-	})
-	if err != nil {
-		return LoginResult{}, err
+		return err
 	}
 	if eventType != saasapi.EventUserLoggedIn {
+		// A failure is recorded after the answer: every 401 then costs one
+		// lookup and one hash, whether or not the account exists, and the
+		// caller cannot time the write to learn that it does.
+		s.background(func(ctx context.Context) {
+			if err := appendSignIn(ctx); err != nil && s.onBackgroundError != nil {
+				s.onBackgroundError(err)
+			}
+		})
 		return LoginResult{}, fail
+	}
+	if err := appendSignIn(ctx); err != nil {
+		return LoginResult{}, err
 	}
 	token, ttl, err := s.tokens.Issue(userID)
 	if err != nil {

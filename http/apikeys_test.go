@@ -11,6 +11,8 @@ import (
 
 	"github.com/saasapi/saasapi"
 	"github.com/saasapi/saasapi/auth"
+	"github.com/saasapi/saasapi/commands"
+	"github.com/saasapi/saasapi/projections"
 )
 
 func apiKeysURL(org string) string         { return "/orgs/" + org + "/api-keys" }
@@ -504,5 +506,31 @@ func TestAPIKeyMetrics(t *testing.T) {
 	want(t, e.do(req{method: "DELETE", path: apiKeyURL(org, b.ID), token: tm.owner.Token}), http.StatusOK)
 	if v := values(); v != [2]float64{2, 2} {
 		t.Fatalf("created/revoked = %v after revoking the second key, want [2 2]", v)
+	}
+}
+
+// TestRevokedKeyCannotWriteAfterAuthenticating: a key authenticated before
+// its revocation committed is checked again under the ledger lock, so the
+// write that raced the revocation is refused and records nothing.
+func TestRevokedKeyCannotWriteAfterAuthenticating(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	owner := e.register("Owner")
+	org := e.createOrg(owner, uniqueName("Race"))
+	key := e.createAPIKey(owner, org)
+	principal, err := e.svc.AuthenticateAPIKey(context.Background(), key.Raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want(t, e.do(req{method: "DELETE", path: "/orgs/" + org + "/api-keys/" + key.ID, token: owner.Token}), http.StatusOK)
+	events := e.count("events")
+	_, err = e.svc.CreateProject(context.Background(), commands.Meta{Principal: principal, RequestID: "late"},
+		saasapi.ID(org), commands.CreateProjectInput{Name: "too late"}, nil,
+		func(projections.Project) (commands.Rendered, error) { return commands.Rendered{}, nil })
+	if saasapi.ErrorCode(err) != saasapi.EUNAUTHENTICATED || saasapi.ErrorMessage(err) != saasapi.MsgInvalidTokenOrKey {
+		t.Fatalf("write with a key revoked after authentication: got %v, want 401 %q", err, saasapi.MsgInvalidTokenOrKey)
+	}
+	if n := e.count("events"); n != events {
+		t.Fatalf("the refused write recorded %d events", n-events)
 	}
 }

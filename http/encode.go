@@ -90,6 +90,9 @@ func decode(r *http.Request, dst any, required ...string) ([]byte, error) {
 
 var fieldNames sync.Map // reflect.Type -> map[string]bool
 
+// jsonFields maps the JSON names of t's fields to whether the field
+// accepts null. A pointer field tagged `null:"no"` may be omitted (nil) but
+// not sent as null: it has a default, not an "unset" value.
 func jsonFields(t reflect.Type) map[string]bool {
 	if v, ok := fieldNames.Load(t); ok {
 		return v.(map[string]bool)
@@ -104,7 +107,7 @@ func jsonFields(t reflect.Type) map[string]bool {
 		if name == "" {
 			name = f.Name
 		}
-		names[name] = true
+		names[name] = f.Tag.Get("null") != "no"
 	}
 	fieldNames.Store(t, names)
 	return names
@@ -124,16 +127,20 @@ func checkKeys(body []byte, t reflect.Type, required []string) error {
 			return invalidBody("body", "request body is not valid JSON")
 		}
 		key, _ := tok.(string)
-		if !known[key] {
+		nullable, ok := known[key]
+		if !ok {
 			return invalidBody(key, "unknown field")
 		}
 		if seen[key] {
 			return invalidBody(key, "duplicate field")
 		}
 		seen[key] = true
-		var skip json.RawMessage
-		if err := dec.Decode(&skip); err != nil {
+		var value json.RawMessage
+		if err := dec.Decode(&value); err != nil {
 			return invalidBody(key, "value is not valid JSON")
+		}
+		if !nullable && string(value) == "null" {
+			return invalidBody(key, key+" must not be null")
 		}
 	}
 	for _, k := range required {

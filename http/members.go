@@ -62,7 +62,7 @@ func (s *Server) handleListMembers() http.HandlerFunc {
 func (s *Server) handleAddMember() http.HandlerFunc {
 	type request struct {
 		UserID string  `json:"user_id"`
-		Role   *string `json:"role"`
+		Role   *string `json:"role" null:"no"`
 	}
 	return func(w http.ResponseWriter, r *http.Request) {
 		orgID, err := pathID(r, "organisation_id")

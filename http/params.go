@@ -91,9 +91,9 @@ func ifMatch(r *http.Request) *int64 {
 	if raw == "" || raw == "*" {
 		return nil
 	}
-	raw = strings.TrimPrefix(raw, "W/")
+	// If-Match compares strongly (RFC 9110): a weak tag never matches.
 	v, err := strconv.ParseInt(strings.Trim(raw, `"`), 10, 64)
-	if err != nil {
+	if err != nil || strings.HasPrefix(raw, "W/") || !strings.HasPrefix(raw, `"`) {
 		v = -1
 	}
 	return &v

@@ -35,7 +35,7 @@ func (s *Server) handleCreateProject() http.HandlerFunc {
 	type request struct {
 		Name        string  `json:"name"`
 		Description *string `json:"description"`
-		Status      *string `json:"status"`
+		Status      *string `json:"status" null:"no"`
 	}
 	render := renderJSON(http.StatusCreated, newProjectResponse)
 	return func(w http.ResponseWriter, r *http.Request) {
@@ -126,6 +126,17 @@ func projectQuery(r *http.Request) (projections.ProjectQuery, error) {
 	if _, err := saasapi.ParseID(c.ID.String()); err != nil {
 		return projections.ProjectQuery{}, errBadCursor()
 	}
+	// A cursor is caller input like any parameter: its query must be one
+	// the parameters themselves could have asked for.
+	switch c.Sort {
+	case projections.SortCreatedAt, projections.SortName, projections.SortStatus:
+	default:
+		return projections.ProjectQuery{}, errBadCursor()
+	}
+	if (c.Status != "" && c.Status != projections.ProjectActive && c.Status != projections.ProjectArchived) ||
+		len([]rune(c.Name)) > 160 || len([]rune(c.Key)) > 160 {
+		return projections.ProjectQuery{}, errBadCursor()
+	}
 	if page.Offset != 0 ||
 		(q.Has("sort_by") && c.Sort != pq.Sort) || (q.Has("sort_direction") && c.Desc != pq.Desc) ||
 		(q.Has("status") && c.Status != pq.Status) || (q.Has("name") && c.Name != pq.Name) {
@@ -178,28 +189,11 @@ func (s *Server) handleGetProject() http.HandlerFunc {
 	}
 }
 
-// notNull rejects an explicit null for fields that may be omitted but not
-// cleared.
-func notNull(raw []byte, keys ...string) error {
-	var present map[string]json.RawMessage
-	_ = json.Unmarshal(raw, &present)
-	var fields []saasapi.FieldError
-	for _, k := range keys {
-		if v, ok := present[k]; ok && string(v) == "null" {
-			fields = append(fields, saasapi.FieldError{Field: k, Message: k + " must not be null"})
-		}
-	}
-	if len(fields) > 0 {
-		return saasapi.Invalid(saasapi.MsgValidation, fields...)
-	}
-	return nil
-}
-
 func (s *Server) handleUpdateProject() http.HandlerFunc {
 	type request struct {
-		Name        *string                `json:"name"`
+		Name        *string                `json:"name" null:"no"`
 		Description saasapi.OptionalString `json:"description"`
-		Status      *string                `json:"status"`
+		Status      *string                `json:"status" null:"no"`
 	}
 	return func(w http.ResponseWriter, r *http.Request) {
 		ids, err := pathIDs(r, "organisation_id", "project_id")
@@ -208,12 +202,7 @@ func (s *Server) handleUpdateProject() http.HandlerFunc {
 			return
 		}
 		var req request
-		raw, ok := s.decodeBody(w, r, &req)
-		if !ok {
-			return
-		}
-		if err := notNull(raw, "name", "status"); err != nil {
-			s.writeError(w, r, err)
+		if !s.decodeOrFail(w, r, &req) {
 			return
 		}
 		in := commands.UpdateProjectInput{Name: req.Name, Status: req.Status, Description: req.Description}

@@ -117,14 +117,37 @@ func APIKeyByHash(ctx context.Context, q Querier, hash []byte) (owner KeyOwner, 
 
 // TouchAPIKey records that a key was used at t, unless a use within the
 // last minute is already recorded: last_used_at may lag by up to a minute,
-// and in exchange key-authenticated reads do not each become a write.
-func TouchAPIKey(ctx context.Context, q Querier, owner KeyOwner, t time.Time) error {
-	_, err := q.Exec(ctx, `INSERT INTO api_key_usage (organisation_id, api_key_id, last_used_at) VALUES ($1, $2, $3)
-		ON CONFLICT (organisation_id, api_key_id) DO UPDATE SET last_used_at = excluded.last_used_at
-		WHERE api_key_usage.last_used_at < excluded.last_used_at - interval '1 minute'`,
-		owner.OrganisationID, owner.APIKeyID, t)
+// and in exchange key-authenticated reads do not each become a write. It
+// returns the last use now on record, written by this call or by another
+// replica.
+func TouchAPIKey(ctx context.Context, q Querier, owner KeyOwner, t time.Time) (time.Time, error) {
+	var last time.Time
+	err := q.QueryRow(ctx, `WITH up AS (
+			INSERT INTO api_key_usage (organisation_id, api_key_id, last_used_at) VALUES ($1, $2, $3)
+			ON CONFLICT (organisation_id, api_key_id) DO UPDATE SET last_used_at = excluded.last_used_at
+			WHERE api_key_usage.last_used_at < excluded.last_used_at - interval '1 minute'
+			RETURNING last_used_at)
+		SELECT coalesce((SELECT last_used_at FROM up),
+			(SELECT last_used_at FROM api_key_usage WHERE organisation_id = $1 AND api_key_id = $2), $3)`,
+		owner.OrganisationID, owner.APIKeyID, t).Scan(&last)
 	if err != nil {
-		return fmt.Errorf("touch api key: %w", err)
+		return time.Time{}, fmt.Errorf("touch api key: %w", err)
 	}
-	return nil
+	return last, nil
+}
+
+// APIKeyActive reports whether the key exists in the organisation and is
+// not revoked. Commands ask again under the ledger lock, because a key
+// authenticated a moment ago may have been revoked since.
+func APIKeyActive(ctx context.Context, q Querier, orgID, keyID saasapi.ID) (bool, error) {
+	var active bool
+	err := q.QueryRow(ctx, `SELECT revoked_at IS NULL FROM api_keys WHERE organisation_id = $1 AND id = $2`,
+		orgID, keyID).Scan(&active)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("api key state: %w", err)
+	}
+	return active, nil
 }

@@ -50,6 +50,10 @@ const (
 	countDown = `UPDATE project_counts c SET live = c.live - 1 FROM projects p
 		WHERE p.organisation_id = $1 AND p.id = $2 AND p.deleted_at IS NULL
 			AND c.organisation_id = p.organisation_id AND c.status = p.status`
+	// countPrune drops counters that reached zero: a replay's recompute
+	// has no row for a status without live projects, and the two must be
+	// equal.
+	countPrune = `DELETE FROM project_counts WHERE organisation_id = $1 AND live = 0`
 )
 
 func init() {
@@ -65,10 +69,12 @@ func init() {
 				if d := p.(*saasapi.ProjectUpdated); d.Status != nil {
 					b.Queue(countMoveOut, e.LedgerID, e.StreamID, *d.Status)
 					b.Queue(countMoveIn, e.LedgerID, e.StreamID, *d.Status)
+					b.Queue(countPrune, e.LedgerID)
 				}
 			},
 			saasapi.EventProjectDeleted: func(b *pgx.Batch, e saasapi.Event, _ any) {
 				b.Queue(countDown, e.LedgerID, e.StreamID)
+				b.Queue(countPrune, e.LedgerID)
 			},
 		},
 	})

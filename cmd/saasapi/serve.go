@@ -141,7 +141,12 @@ func serve(ctx context.Context, cfg Config, databaseURL string, logger *slog.Log
 		Tokens:            tokens,
 		PasswordMinLength: cfg.PasswordMinLength,
 		OnCommit:          metrics.CountEvents,
+		OnBackgroundError: func(err error) {
+			logger.Error("background write failed", slog.String("error", err.Error()))
+		},
 	})
+	// Background writes (failed sign-ins) finish before the pool closes.
+	defer svc.Wait()
 	handler := apihttp.NewServer(apihttp.Deps{
 		Info:        apihttp.Info{AppName: cfg.AppName, Version: cfg.AppVersion, Environment: cfg.Environment},
 		Commands:    svc,
@@ -171,12 +176,17 @@ func serve(ctx context.Context, cfg Config, databaseURL string, logger *slog.Log
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
+	// The pruner stops with the server, whichever way the server stops.
+	pruneCtx, stopPruning := context.WithCancel(ctx)
 	pruneDone := make(chan struct{})
 	go func() {
 		defer close(pruneDone)
-		pruneIdempotency(ctx, svc, logger, pruneInterval)
+		pruneIdempotency(pruneCtx, svc, logger, pruneInterval)
 	}()
-	defer func() { <-pruneDone }()
+	defer func() {
+		stopPruning()
+		<-pruneDone
+	}()
 	select {
 	case err := <-errc:
 		return fmt.Errorf("serve: %w", err)
