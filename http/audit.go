@@ -141,6 +141,17 @@ type auditListResponse struct {
 	} `json:"pagination"`
 }
 
+// auditQuery reads the filters and the named sequence cursor of an audit
+// request.
+func auditQuery(r *http.Request, cursor string, positive bool) (eventstore.AuditFilter, *int64, error) {
+	f, err := auditFilter(r)
+	if err != nil {
+		return eventstore.AuditFilter{}, nil, err
+	}
+	seq, err := sequenceParam(r, cursor, positive)
+	return f, seq, err
+}
+
 // auditList answers a page of audit events with its keyset cursor.
 func (s *Server) auditList(w http.ResponseWriter, page projections.Page, evs []saasapi.Event, total int, next, before *int64) {
 	var body auditListResponse
@@ -160,12 +171,7 @@ func (s *Server) handleListAuditEvents() http.HandlerFunc {
 			s.writeError(w, r, err)
 			return
 		}
-		f, err := auditFilter(r)
-		if err != nil {
-			s.writeError(w, r, err)
-			return
-		}
-		before, err := sequenceParam(r, "before_sequence", true)
+		f, before, err := auditQuery(r, "before_sequence", true)
 		if err != nil {
 			s.writeError(w, r, err)
 			return
@@ -228,12 +234,7 @@ const exportWriteWindow = 30 * time.Second
 
 func (s *Server) handleExportAuditEvents() http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		f, err := auditFilter(r)
-		if err != nil {
-			s.writeError(w, r, err)
-			return
-		}
-		after, err := sequenceParam(r, "after_sequence", false)
+		f, after, err := auditQuery(r, "after_sequence", false)
 		if err != nil {
 			s.writeError(w, r, err)
 			return
