@@ -88,19 +88,7 @@ func (s *Server) handleCreateAPIKey() http.HandlerFunc {
 }
 
 func (s *Server) handleListAPIKeys() http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		page, err := pageParams(r)
-		if err != nil {
-			s.writeError(w, r, err)
-			return
-		}
-		a, ok := s.access(w, r, saasapi.PermManageAPIKeys)
-		if !ok {
-			return
-		}
-		keys, total, err := projections.ListAPIKeys(r.Context(), s.deps.Pool, a, page)
-		s.reply(w, r, err, http.StatusOK, 0, newList(mapSlice(keys, newAPIKeyResponse), page, total))
-	}
+	return handleOrgList(s, saasapi.PermManageAPIKeys, projections.ListAPIKeys, newAPIKeyResponse)
 }
 
 func (s *Server) handleRevokeAPIKey() http.HandlerFunc {

@@ -44,19 +44,7 @@ func roleOf(raw string) (saasapi.Role, error) {
 }
 
 func (s *Server) handleListMembers() http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		page, err := pageParams(r)
-		if err != nil {
-			s.writeError(w, r, err)
-			return
-		}
-		a, ok := s.access(w, r, saasapi.PermManageMembers)
-		if !ok {
-			return
-		}
-		ms, total, err := projections.ListMembers(r.Context(), s.deps.Pool, a, page)
-		s.reply(w, r, err, http.StatusOK, 0, newList(mapSlice(ms, newMembershipResponse), page, total))
-	}
+	return handleOrgList(s, saasapi.PermManageMembers, projections.ListMembers, newMembershipResponse)
 }
 
 func (s *Server) handleAddMember() http.HandlerFunc {

@@ -173,3 +173,24 @@ func (s *Server) access(w http.ResponseWriter, r *http.Request, perm saasapi.Per
 	}
 	return a, true
 }
+
+// handleOrgList serves an offset-paged list of one organisation's read
+// model to callers holding perm.
+func handleOrgList[T, R any](s *Server, perm saasapi.Permission,
+	list func(context.Context, projections.Querier, saasapi.Access, projections.Page) ([]T, int, error),
+	shape func(T) R,
+) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		page, err := pageParams(r)
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		a, ok := s.access(w, r, perm)
+		if !ok {
+			return
+		}
+		items, total, err := list(r.Context(), s.deps.Pool, a, page)
+		s.reply(w, r, err, http.StatusOK, 0, newList(mapSlice(items, shape), page, total))
+	}
+}

@@ -74,23 +74,9 @@ func ListAPIKeys(ctx context.Context, q Querier, a saasapi.Access, page Page) ([
 	if err := checkAccess(a); err != nil {
 		return nil, 0, err
 	}
-	var (
-		keys  []APIKey
-		total int
-	)
-	b := &pgx.Batch{}
-	b.Queue(`SELECT `+apiKeyColumns+apiKeyFrom+` WHERE k.organisation_id = $1
-		ORDER BY k.created_at DESC, k.id DESC LIMIT $2 OFFSET $3`, a.OrganisationID, page.Limit, page.Offset).
-		Query(func(rows pgx.Rows) (err error) {
-			keys, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (APIKey, error) { return scanAPIKey(row) })
-			return err
-		})
-	b.Queue(`SELECT count(*) FROM api_keys WHERE organisation_id = $1`, a.OrganisationID).
-		QueryRow(func(row pgx.Row) error { return row.Scan(&total) })
-	if err := q.SendBatch(ctx, b).Close(); err != nil {
-		return nil, 0, fmt.Errorf("list api keys: %w", err)
-	}
-	return keys, total, nil
+	return listPage(ctx, q, "api keys", `SELECT `+apiKeyColumns+apiKeyFrom+` WHERE k.organisation_id = $1
+		ORDER BY k.created_at DESC, k.id DESC LIMIT $2 OFFSET $3`,
+		`SELECT count(*) FROM api_keys WHERE organisation_id = $1`, scanAPIKey, page, a.OrganisationID)
 }
 
 // KeyOwner is what authenticating with an API key yields.

@@ -72,28 +72,10 @@ func ListMembers(ctx context.Context, q Querier, a saasapi.Access, page Page) ([
 	if err := checkAccess(a); err != nil {
 		return nil, 0, err
 	}
-	rows, err := q.Query(ctx, `SELECT `+membershipColumns+`, count(*) OVER ()
+	return listPage(ctx, q, "members", `SELECT `+membershipColumns+`
 		FROM memberships m JOIN users u ON u.id = m.user_id
 		WHERE m.organisation_id = $1 ORDER BY m.created_at, m.id LIMIT $2 OFFSET $3`,
-		a.OrganisationID, page.Limit, page.Offset)
-	if err != nil {
-		return nil, 0, fmt.Errorf("list members: %w", err)
-	}
-	total := 0
-	ms, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Membership, error) {
-		var m Membership
-		err := row.Scan(&m.ID, &m.OrganisationID, &m.UserID, &m.Role, &m.Version, &m.CreatedAt, &m.UpdatedAt,
-			&m.User.ID, &m.User.Email, &m.User.DisplayName, &m.User.IsActive, &m.User.Version,
-			&m.User.CreatedAt, &m.User.UpdatedAt, &total)
-		return m, err
-	})
-	if err != nil {
-		return nil, 0, fmt.Errorf("list members: %w", err)
-	}
-	if len(ms) == 0 && page.Offset > 0 {
-		err = q.QueryRow(ctx, `SELECT count(*) FROM memberships WHERE organisation_id = $1`, a.OrganisationID).Scan(&total)
-	}
-	return ms, total, err
+		`SELECT count(*) FROM memberships WHERE organisation_id = $1`, scanMembership, page, a.OrganisationID)
 }
 
 // CountOwners returns how many owners the organisation has; the caller

@@ -81,23 +81,8 @@ func GetOrganisation(ctx context.Context, q Querier, a saasapi.Access) (Organisa
 // ListOrganisationsOfUser returns the organisations the user is a member of,
 // oldest first, and how many there are in all.
 func ListOrganisationsOfUser(ctx context.Context, q Querier, userID saasapi.ID, page Page) ([]Organisation, int, error) {
-	rows, err := q.Query(ctx, `SELECT `+organisationColumns+`, count(*) OVER ()
+	return listPage(ctx, q, "organisations", `SELECT `+organisationColumns+`
 		FROM memberships m JOIN organisations o ON o.id = m.organisation_id
-		WHERE m.user_id = $1 ORDER BY o.created_at, o.id LIMIT $2 OFFSET $3`, userID, page.Limit, page.Offset)
-	if err != nil {
-		return nil, 0, fmt.Errorf("list organisations: %w", err)
-	}
-	total := 0
-	orgs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Organisation, error) {
-		var o Organisation
-		err := row.Scan(&o.ID, &o.Name, &o.Slug, &o.Version, &o.CreatedAt, &o.UpdatedAt, &total)
-		return o, err
-	})
-	if err != nil {
-		return nil, 0, fmt.Errorf("list organisations: %w", err)
-	}
-	if len(orgs) == 0 && page.Offset > 0 {
-		err = q.QueryRow(ctx, `SELECT count(*) FROM memberships WHERE user_id = $1`, userID).Scan(&total)
-	}
-	return orgs, total, err
+		WHERE m.user_id = $1 ORDER BY o.created_at, o.id LIMIT $2 OFFSET $3`,
+		`SELECT count(*) FROM memberships WHERE user_id = $1`, scanOrganisation, page, userID)
 }

@@ -115,3 +115,24 @@ func checkAccess(a saasapi.Access) error {
 	}
 	return nil
 }
+
+// listPage reads one page and the total in one round trip: pageSQL takes
+// args followed by LIMIT and OFFSET, countSQL takes args alone.
+func listPage[T any](ctx context.Context, q Querier, what, pageSQL, countSQL string,
+	scan func(pgx.Row) (T, error), page Page, args ...any,
+) ([]T, int, error) {
+	var (
+		items []T
+		total int
+	)
+	b := &pgx.Batch{}
+	b.Queue(pageSQL, append(append([]any(nil), args...), page.Limit, page.Offset)...).Query(func(rows pgx.Rows) (err error) {
+		items, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (T, error) { return scan(row) })
+		return err
+	})
+	b.Queue(countSQL, args...).QueryRow(func(row pgx.Row) error { return row.Scan(&total) })
+	if err := q.SendBatch(ctx, b).Close(); err != nil {
+		return nil, 0, fmt.Errorf("list %s: %w", what, err)
+	}
+	return items, total, nil
+}
