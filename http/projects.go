@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/saasapi/saasapi"
 	"github.com/saasapi/saasapi/commands"
 	"github.com/saasapi/saasapi/projections"
@@ -154,11 +155,13 @@ func (s *Server) handleListProjects() http.HandlerFunc {
 			s.writeError(w, r, err)
 			return
 		}
-		a, ok := s.access(w, r, saasapi.PermReadProjects)
-		if !ok {
+		var page projections.ProjectPage
+		if _, ok := s.gated(w, r, saasapi.PermReadProjects, func(b *pgx.Batch, g *projections.Gate) error {
+			return projections.QueueListProjects(b, g, pq, &page)
+		}); !ok {
 			return
 		}
-		items, total, more, err := projections.ListProjects(r.Context(), s.deps.Pool, a, pq)
+		items, total, more := page.Items, page.Total, page.More
 		body := newList(mapSlice(items, newProjectResponse), pq.Page, total)
 		if pq.After != nil {
 			body.Pagination.Offset = 0
@@ -169,7 +172,7 @@ func (s *Server) handleListProjects() http.HandlerFunc {
 				ID: last.ID, Key: pq.SortKey(last), At: last.CreatedAt.UTC()})
 			body.Pagination.NextCursor = &next
 		}
-		s.reply(w, r, err, http.StatusOK, 0, body)
+		s.reply(w, r, nil, http.StatusOK, 0, body)
 	}
 }
 
@@ -180,11 +183,13 @@ func (s *Server) handleGetProject() http.HandlerFunc {
 			s.writeError(w, r, err)
 			return
 		}
-		a, ok := s.access(w, r, saasapi.PermReadProjects)
-		if !ok {
+		var found projections.Lookup[projections.Project]
+		if _, ok := s.gated(w, r, saasapi.PermReadProjects, func(b *pgx.Batch, g *projections.Gate) error {
+			return projections.QueueProject(b, g, ids[1], &found)
+		}); !ok {
 			return
 		}
-		p, err := projections.GetProject(r.Context(), s.deps.Pool, a, ids[1])
+		p, err := projections.ProjectOf(found)
 		s.reply(w, r, err, http.StatusOK, p.Version, newProjectResponse(p))
 	}
 }

@@ -96,7 +96,7 @@ func run(ctx context.Context, o options) (err error) {
 		"SAAS_API_JWT_SECRET=benchmark-secret-that-is-long-enough-for-hs256",
 		"SAAS_API_LOG_LEVEL="+o.logLevel, "SAAS_API_ENVIRONMENT=benchmark")
 	if out, err := command(ctx, env, bin, "migrate").CombinedOutput(); err != nil {
-		return fmt.Errorf("migrate: %v: %s", err, out)
+		return fmt.Errorf("migrate: %w: %s", err, out)
 	}
 	addr, err := freeAddr()
 	if err != nil {
@@ -120,7 +120,7 @@ func run(ctx context.Context, o options) (err error) {
 	}
 	logf("pgbench -i -s 10")
 	if out, err := command(ctx, nil, pgbench, "-i", "-q", "-s", "10", pgURL).CombinedOutput(); err != nil {
-		return fmt.Errorf("pgbench -i: %v: %s", err, out)
+		return fmt.Errorf("pgbench -i: %w: %s", err, out)
 	}
 	dir, err := os.MkdirTemp("", "benchhttp")
 	if err != nil {
@@ -253,7 +253,7 @@ func startServer(ctx context.Context, bin string, env []string, dir string) (*se
 		}
 		select {
 		case err := <-s.done:
-			return nil, fmt.Errorf("saasapi serve exited: %v (log in %s)", err, logFile.Name())
+			return nil, fmt.Errorf("saasapi serve exited: %w (log in %s)", err, logFile.Name())
 		case <-ctx.Done():
 			return nil, errors.Join(ctx.Err(), s.stop())
 		case <-time.After(100 * time.Millisecond):
@@ -266,12 +266,16 @@ func startServer(ctx context.Context, bin string, env []string, dir string) (*se
 func (s *server) stop() error {
 	_ = s.cmd.Process.Signal(syscall.SIGTERM)
 	select {
-	case <-s.done:
+	case err := <-s.done:
+		var exit *exec.ExitError
+		if errors.As(err, &exit) {
+			return fmt.Errorf("saasapi serve: %w", err)
+		}
 		return nil
 	case <-time.After(20 * time.Second):
 		_ = s.cmd.Process.Kill()
-		<-s.done
-		return errors.New("saasapi serve did not stop on SIGTERM")
+		err := <-s.done
+		return errors.Join(errors.New("saasapi serve did not stop on SIGTERM"), err)
 	}
 }
 
@@ -472,7 +476,7 @@ var (
 func (w workload) run(ctx context.Context) (result, error) {
 	out, err := command(ctx, nil, w.cmd[0], w.cmd[1:]...).CombinedOutput()
 	if err != nil {
-		return result{}, fmt.Errorf("%v: %s", err, out)
+		return result{}, fmt.Errorf("%w: %s", err, out)
 	}
 	text := string(out)
 	if w.pg {
