@@ -250,3 +250,45 @@ func describeTrips(trips [][]string) string {
 	}
 	return b.String()
 }
+
+// TestDeactivatedUserIsRefusedByTheGate: the middleware checks only a
+// token's signature, so a deactivated user's valid token must be refused
+// by the gate of every route, reads and writes alike, with the route's 401
+// detail, and change nothing.
+func TestDeactivatedUserIsRefusedByTheGate(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	owner := e.register("Owner")
+	org := e.createOrg(owner, uniqueName("Gone"))
+	project := e.createProject(owner.Token, org, map[string]any{"name": "Kept"})["id"].(string)
+	if _, err := e.db.Pool.Exec(context.Background(), `UPDATE users SET is_active = false WHERE id = $1`, owner.ID); err != nil {
+		t.Fatal(err)
+	}
+	before := e.counts()
+	orgPath := "/orgs/" + org
+	for _, tc := range []struct {
+		r      req
+		detail string
+	}{
+		{req{method: "GET", path: "/me"}, saasapi.MsgInvalidToken},
+		{req{method: "GET", path: "/orgs"}, saasapi.MsgInvalidToken},
+		{req{method: "GET", path: "/me/audit-events"}, saasapi.MsgInvalidToken},
+		{req{method: "GET", path: orgPath}, saasapi.MsgInvalidToken},
+		{req{method: "GET", path: orgPath + "/audit-events"}, saasapi.MsgInvalidToken},
+		{req{method: "POST", path: "/orgs", body: map[string]any{"name": "After"}}, saasapi.MsgInvalidToken},
+		{req{method: "PATCH", path: orgPath, body: map[string]any{"name": "After"}}, saasapi.MsgInvalidToken},
+		{req{method: "GET", path: orgPath + "/projects/" + project}, saasapi.MsgInvalidTokenOrKey},
+		{req{method: "GET", path: orgPath + "/projects"}, saasapi.MsgInvalidTokenOrKey},
+		{req{method: "POST", path: orgPath + "/projects", body: map[string]any{"name": "After"}}, saasapi.MsgInvalidTokenOrKey},
+		{req{method: "DELETE", path: orgPath + "/projects/" + project}, saasapi.MsgInvalidTokenOrKey},
+	} {
+		tc.r.token = owner.Token
+		wantProblem(t, e.do(tc.r), http.StatusUnauthorized, tc.detail)
+	}
+	after := e.counts()
+	for table, n := range before {
+		if after[table] != n {
+			t.Errorf("%s went from %d to %d rows after refused requests", table, n, after[table])
+		}
+	}
+}
