@@ -150,9 +150,9 @@ func checkIfMatch(meta Meta, version int64) error {
 var constraintErrors = map[string]*saasapi.Error{
 	"users_email_key":                   saasapi.Errorf(saasapi.ECONFLICT, saasapi.MsgEmailTaken),
 	"organisations_slug_key":            saasapi.Errorf(saasapi.ECONFLICT, saasapi.MsgSlugTaken),
-	"memberships_organisation_user_key": saasapi.Errorf(saasapi.ECONFLICT, saasapi.MsgAlreadyMember),
+	"memberships_user_organisation_key": saasapi.Errorf(saasapi.ECONFLICT, saasapi.MsgAlreadyMember),
 	// The stream version guard: another writer appended to the same stream.
-	"events_stream_type_stream_id_stream_version_key": saasapi.Errorf(saasapi.EPRECONDITION, saasapi.MsgStale),
+	"events_stream_key": saasapi.Errorf(saasapi.EPRECONDITION, saasapi.MsgStale),
 }
 
 func translate(err error) error {

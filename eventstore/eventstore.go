@@ -94,7 +94,7 @@ func NewLedger(b *pgx.Batch, ledgerID saasapi.ID, ledgerType string) Head {
 // The caller must hold the ledger lock (LockLedger or NewLedger in the same
 // transaction) and send b before commit. head is advanced in place. A
 // stream_version that is already taken makes the batch fail with a unique
-// violation on events_stream_type_stream_id_stream_version_key: the
+// violation on events_stream_key: the
 // optimistic concurrency guard.
 func Append(b *pgx.Batch, head *Head, evs []saasapi.NewEvent) ([]saasapi.Event, error) {
 	out := make([]saasapi.Event, 0, len(evs))

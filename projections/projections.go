@@ -50,6 +50,8 @@ type aggregate struct {
 	// handlers queue the incremental update of an event type; they run
 	// before the row handler, so they can still read the old row.
 	handlers map[string]handler
+	// every, if set, queues the update of any event, after handlers.
+	every handler
 }
 
 var aggregates []*aggregate
@@ -75,6 +77,9 @@ func apply(b *pgx.Batch, e saasapi.Event, withAggregates bool) error {
 			if ah := agg.handlers[e.Type]; ah != nil {
 				ah(b, e, payload)
 			}
+			if agg.every != nil {
+				agg.every(b, e, payload)
+			}
 		}
 	}
 	h(b, e, payload)
@@ -98,7 +103,7 @@ func recomputeAggregates(ctx context.Context, tx pgx.Tx) error {
 // Tables lists the projected read tables in the order a rebuild empties
 // them. Secrets (user_credentials) and operational data are not projected
 // and are never touched by a rebuild.
-var Tables = []string{"api_keys", "project_counts", "projects", "memberships", "organisations", "users"}
+var Tables = []string{"audit_counts", "api_keys", "project_counts", "projects", "memberships", "organisations", "users"}
 
 // Page is the offset window of a list query.
 type Page struct {

@@ -149,7 +149,8 @@ func GetProject(ctx context.Context, q Querier, a saasapi.Access, id saasapi.ID)
 // ProjectSort is a sort key of the project list.
 type ProjectSort string
 
-// The sort keys. Each is followed by the id as a tie-breaker.
+// The sort keys. Each is followed by the id as a tie-breaker; status is
+// followed by created_at first.
 const (
 	SortCreatedAt ProjectSort = "created_at"
 	SortName      ProjectSort = "name"
@@ -244,6 +245,13 @@ func QueueListProjects(b *pgx.Batch, s Scope, pq ProjectQuery, dst *ProjectPage)
 	if pq.Desc {
 		dir, cmp = "DESC", "<"
 	}
+	// Within a status, projects follow their creation: the order of
+	// projects_status_created_idx, which so serves this sort as well as
+	// the status filter, and no index of its own is maintained for it.
+	cols, order := expr, expr+" "+dir
+	if pq.Sort == SortStatus {
+		cols, order = expr+", created_at", order+", created_at "+dir
+	}
 	offset := pq.Page.Offset
 	if pq.After != nil {
 		key, param := any(pq.SortKey(*pq.After)), fmt.Sprintf("$%d", len(args)+2)
@@ -253,13 +261,18 @@ func QueueListProjects(b *pgx.Batch, s Scope, pq ProjectQuery, dst *ProjectPage)
 		case SortName:
 			param = "lower(" + param + ")" // the same expression as the sort column
 		}
-		args = append(args, key, pq.After.ID)
-		where = append(where, fmt.Sprintf("(%s, id) %s (%s, $%d)", expr, cmp, param, len(args)+1))
+		args = append(args, key)
+		if pq.Sort == SortStatus {
+			args = append(args, pq.After.CreatedAt)
+			param += fmt.Sprintf(", $%d::timestamptz", len(args)+1)
+		}
+		args = append(args, pq.After.ID)
+		where = append(where, fmt.Sprintf("(%s, id) %s (%s, $%d)", cols, cmp, param, len(args)+1))
 		offset = 0
 	}
 	args = append(args, pq.Page.Limit+1, offset)
-	listSQL := fmt.Sprintf(`SELECT %s FROM projects WHERE %s%s ORDER BY %s %s, id %s LIMIT $%d OFFSET $%d`,
-		projectColumns, strings.Join(where, " AND "), gateMark, expr, dir, dir, len(args), len(args)+1)
+	listSQL := fmt.Sprintf(`SELECT %s FROM projects WHERE %s%s ORDER BY %s, id %s LIMIT $%d OFFSET $%d`,
+		projectColumns, strings.Join(where, " AND "), gateMark, order, dir, len(args), len(args)+1)
 
 	listSQL, listArgs, err := scoped(s, listSQL, args...)
 	if err != nil {
