@@ -48,6 +48,7 @@ type Config struct {
 	PasswordMinLength int           // PASSWORD_MIN_LENGTH, in characters
 	HTTPAddr          string        // HTTP_ADDR, the listen address
 	DevDir            string        // DEV_DIR, where dev keeps its PostgreSQL cluster
+	PprofAddr         string        // PPROF_ADDR, a loopback address for net/http/pprof; empty (default) for none
 }
 
 // loadConfig reads the configuration through getenv (os.Getenv in main, a
@@ -73,6 +74,7 @@ func loadConfig(getenv func(string) string, defaultAddr string) (Config, error) 
 		JWTIssuer:   get("JWT_ISSUER", "multi-tenant-saas-api-local"),
 		HTTPAddr:    get("HTTP_ADDR", defaultAddr),
 		DevDir:      get("DEV_DIR", ".data"),
+		PprofAddr:   get("PPROF_ADDR", ""),
 	}
 
 	var errs []error
@@ -93,6 +95,7 @@ func loadConfig(getenv func(string) string, defaultAddr string) (Config, error) 
 	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
 		errs = append(errs, fmt.Errorf("%sHTTP_ADDR: %q is not a host:port listen address: %w", envPrefix, c.HTTPAddr, err))
 	}
+	errs = append(errs, checkPprofAddr(c.PprofAddr))
 
 	if err := errors.Join(errs...); err != nil {
 		return Config{}, err

@@ -68,6 +68,9 @@ func TestLoadConfig_Overrides(t *testing.T) {
 		{"SAAS_API_HTTP_ADDR", ":0", func(c *Config) { c.HTTPAddr = ":0" }},
 		{"SAAS_API_HTTP_ADDR", "[::1]:9000", func(c *Config) { c.HTTPAddr = "[::1]:9000" }},
 		{"SAAS_API_DEV_DIR", "/var/lib/saasapi", func(c *Config) { c.DevDir = "/var/lib/saasapi" }},
+		{"SAAS_API_PPROF_ADDR", "127.0.0.1:6060", func(c *Config) { c.PprofAddr = "127.0.0.1:6060" }},
+		{"SAAS_API_PPROF_ADDR", "[::1]:6060", func(c *Config) { c.PprofAddr = "[::1]:6060" }},
+		{"SAAS_API_PPROF_ADDR", "localhost:6060", func(c *Config) { c.PprofAddr = "localhost:6060" }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name+"="+tt.value, func(t *testing.T) {
@@ -101,6 +104,11 @@ func TestLoadConfig_RejectsInvalidValuesNamingTheVariable(t *testing.T) {
 		{"SAAS_API_PASSWORD_MIN_LENGTH", "twelve"},
 		{"SAAS_API_HTTP_ADDR", "8000"},
 		{"SAAS_API_HTTP_ADDR", "localhost"},
+		// Profiles are for the machine itself, never the network.
+		{"SAAS_API_PPROF_ADDR", ":6060"},
+		{"SAAS_API_PPROF_ADDR", "0.0.0.0:6060"},
+		{"SAAS_API_PPROF_ADDR", "10.0.0.5:6060"},
+		{"SAAS_API_PPROF_ADDR", "6060"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name+"="+tt.value, func(t *testing.T) {
