@@ -122,99 +122,102 @@ func TestRoundTripsPerRoute(t *testing.T) {
 		name  string
 		req   func(i int) req
 		trips int
+		// statements, when not 0, is the number of statements they carry.
+		statements int
 	}{
-		{"GET /me", func(int) req { return req{method: "GET", path: "/me", token: owner.Token} }, 1},
-		{"GET /me/audit-events", func(int) req { return req{method: "GET", path: "/me/audit-events", token: owner.Token} }, 1},
-		{"GET /orgs", func(int) req { return req{method: "GET", path: "/orgs", token: owner.Token} }, 1},
-		{"GET /orgs/{id}", func(int) req { return req{method: "GET", path: orgPath, token: owner.Token} }, 1},
-		{"GET members", func(int) req { return req{method: "GET", path: orgPath + "/members", token: owner.Token} }, 1},
-		{"GET api-keys", func(int) req { return req{method: "GET", path: orgPath + "/api-keys", token: owner.Token} }, 1},
-		{"GET audit-events", func(int) req { return req{method: "GET", path: orgPath + "/audit-events", token: owner.Token} }, 1},
+		{"GET /me", func(int) req { return req{method: "GET", path: "/me", token: owner.Token} }, 1, 0},
+		{"GET /me/audit-events", func(int) req { return req{method: "GET", path: "/me/audit-events", token: owner.Token} }, 1, 0},
+		{"GET /orgs", func(int) req { return req{method: "GET", path: "/orgs", token: owner.Token} }, 1, 0},
+		{"GET /orgs/{id}", func(int) req { return req{method: "GET", path: orgPath, token: owner.Token} }, 1, 0},
+		{"GET members", func(int) req { return req{method: "GET", path: orgPath + "/members", token: owner.Token} }, 1, 0},
+		{"GET api-keys", func(int) req { return req{method: "GET", path: orgPath + "/api-keys", token: owner.Token} }, 1, 0},
+		{"GET audit-events", func(int) req { return req{method: "GET", path: orgPath + "/audit-events", token: owner.Token} }, 1, 0},
 		{"GET audit-events, action", func(int) req {
 			return req{method: "GET", path: orgPath + "/audit-events?action=project.created", token: owner.Token}
-		}, 1},
+		}, 1, 0},
 		{"GET audit-events, time window", func(int) req {
 			return req{method: "GET", path: orgPath + "/audit-events?since=2000-01-01T00:00:00Z", token: owner.Token}
-		}, 1},
-		{"GET audit-events/head", func(int) req { return req{method: "GET", path: orgPath + "/audit-events/head", token: owner.Token} }, 1},
+		}, 1, 0},
+		{"GET audit-events/head", func(int) req { return req{method: "GET", path: orgPath + "/audit-events/head", token: owner.Token} }, 1, 0},
 		// The gate, the head the export stops at, and one batch of events.
 		{"GET audit-events/export", func(int) req {
 			return req{method: "GET", path: orgPath + "/audit-events/export", token: owner.Token}
-		}, 3},
-		{"GET projects", func(int) req { return req{method: "GET", path: orgPath + "/projects", token: owner.Token} }, 1},
+		}, 3, 0},
+		{"GET projects", func(int) req { return req{method: "GET", path: orgPath + "/projects", token: owner.Token} }, 1, 0},
 		{"GET projects, status", func(int) req {
 			return req{method: "GET", path: orgPath + "/projects?status=active", token: owner.Token}
-		}, 1},
-		{"GET project", func(int) req { return req{method: "GET", path: orgPath + "/projects/" + project, token: owner.Token} }, 1},
+		}, 1, 0},
+		// The hottest read: the gate and the project in one statement.
+		{"GET project", func(int) req { return req{method: "GET", path: orgPath + "/projects/" + project, token: owner.Token} }, 1, 1},
 		{"GET project, API key", func(int) req {
 			return req{method: "GET", path: orgPath + "/projects/" + project, token: key.Raw}
-		}, 1},
+		}, 1, 1},
 
 		{"POST /auth/register", func(i int) req {
 			return req{method: "POST", path: "/auth/register", body: map[string]any{
 				"email": n(i) + email, "password": testPassword, "display_name": "New"}}
-		}, 1},
+		}, 1, 0},
 		// The credentials, then the sign-in event's two.
 		{"POST /auth/login", func(int) req {
 			return req{method: "POST", path: "/auth/login", body: map[string]any{"email": owner.Email, "password": testPassword}}
-		}, 3},
+		}, 3, 0},
 		{"POST /auth/login, wrong password", func(int) req {
 			return req{method: "POST", path: "/auth/login", body: map[string]any{"email": owner.Email, "password": "wrong password!"}}
-		}, 3},
+		}, 3, 0},
 		{"POST /orgs", func(int) req {
 			return req{method: "POST", path: "/orgs", token: owner.Token, body: map[string]any{"name": uniqueName("Counted")}}
-		}, 2},
+		}, 2, 0},
 		{"POST /orgs, Idempotency-Key", func(i int) req {
 			return req{method: "POST", path: "/orgs", token: owner.Token, header: withKey("org-" + org + n(i)),
 				body: map[string]any{"name": uniqueName("Counted")}}
-		}, 2},
+		}, 2, 0},
 		{"PATCH /orgs/{id}", func(i int) req {
 			return req{method: "PATCH", path: orgPath, token: owner.Token, body: map[string]any{"name": "Renamed " + n(i)}}
-		}, 2},
+		}, 2, 0},
 		{"POST members", func(i int) req {
 			return req{method: "POST", path: orgPath + "/members", token: owner.Token,
 				body: map[string]any{"user_id": joiners[i].ID, "role": "viewer"}}
-		}, 2},
+		}, 2, 0},
 		{"PATCH member", func(i int) req {
 			return req{method: "PATCH", path: orgPath + "/members/" + moved.ID, token: owner.Token,
 				body: map[string]any{"role": []string{"admin", "viewer"}[i]}}
-		}, 2},
+		}, 2, 0},
 		{"DELETE member", func(i int) req {
 			return req{method: "DELETE", path: orgPath + "/members/" + leavers[i].ID, token: owner.Token}
-		}, 2},
+		}, 2, 0},
 		{"POST api-keys", func(int) req {
 			return req{method: "POST", path: orgPath + "/api-keys", token: owner.Token, body: map[string]any{"name": "Counted"}}
-		}, 2},
+		}, 2, 0},
 		{"POST api-keys, Idempotency-Key", func(i int) req {
 			return req{method: "POST", path: orgPath + "/api-keys", token: owner.Token, header: withKey("key-" + n(i)),
 				body: map[string]any{"name": "Counted"}}
-		}, 2},
+		}, 2, 0},
 		{"DELETE api-key", func(i int) req {
 			return req{method: "DELETE", path: orgPath + "/api-keys/" + revoked[i].ID, token: owner.Token}
-		}, 2},
+		}, 2, 0},
 		{"POST projects", func(int) req {
 			return req{method: "POST", path: orgPath + "/projects", token: owner.Token, body: map[string]any{"name": "Counted"}}
-		}, 2},
+		}, 2, 0},
 		{"POST projects, API key", func(int) req {
 			return req{method: "POST", path: orgPath + "/projects", token: key.Raw, body: map[string]any{"name": "Counted"}}
-		}, 2},
+		}, 2, 0},
 		{"POST projects, Idempotency-Key", func(i int) req {
 			return req{method: "POST", path: orgPath + "/projects", token: owner.Token, header: withKey("project-" + n(i)),
 				body: map[string]any{"name": "Counted"}}
-		}, 2},
+		}, 2, 0},
 		// The second request replays the first: the claim finds the
 		// result, and the transaction is rolled back.
 		{"POST projects, replay", func(int) req {
 			return req{method: "POST", path: orgPath + "/projects", token: owner.Token, header: withKey("replayed"),
 				body: map[string]any{"name": "Counted"}}
-		}, 2},
+		}, 2, 0},
 		{"PATCH project", func(i int) req {
 			return req{method: "PATCH", path: orgPath + "/projects/" + project, token: owner.Token,
 				body: map[string]any{"name": "Renamed " + n(i)}}
-		}, 2},
+		}, 2, 0},
 		{"DELETE project", func(i int) req {
 			return req{method: "DELETE", path: orgPath + "/projects/" + deleted[i], token: owner.Token}
-		}, 2},
+		}, 2, 0},
 	}
 	for _, tc := range cases {
 		for i := range 2 {
@@ -233,11 +236,22 @@ func TestRoundTripsPerRoute(t *testing.T) {
 			if len(trips) != tc.trips {
 				t.Errorf("%s: %d round trips, want %d:\n%s", tc.name, len(trips), tc.trips, describeTrips(trips))
 			}
+			if n := statementCount(trips); tc.statements != 0 && n != tc.statements {
+				t.Errorf("%s: %d statements, want %d:\n%s", tc.name, n, tc.statements, describeTrips(trips))
+			}
 			if span := lockSpan(trips); span > 2 {
 				t.Errorf("%s: the ledger lock is held for %d round trips, want at most 2:\n%s", tc.name, span, describeTrips(trips))
 			}
 		}
 	}
+}
+
+func statementCount(trips [][]string) int {
+	n := 0
+	for _, trip := range trips {
+		n += len(trip)
+	}
+	return n
 }
 
 func describeTrips(trips [][]string) string {

@@ -138,6 +138,18 @@ func GatedRead(ctx context.Context, q Querier, g *Gate, queue func(b *pgx.Batch)
 	return g.Access()
 }
 
+// GatedOne runs a read that carries its gate in its own statement (a
+// queueGatedOne read, such as ReadProject) in one round trip and returns
+// the access, or why it was refused.
+func GatedOne(ctx context.Context, q Querier, g *Gate, queue func(b *pgx.Batch)) (saasapi.Access, error) {
+	b := &pgx.Batch{}
+	queue(b)
+	if err := q.SendBatch(ctx, b).Close(); err != nil {
+		return saasapi.Access{}, fmt.Errorf("gated read: %w", err)
+	}
+	return g.Access()
+}
+
 // UserGate is the check of a route that belongs to the signed-in user
 // alone (GET /me, the user's organisations): the user still exists and is
 // active. Predicate-style, for a statement whose $n is the user's ID.
@@ -149,4 +161,66 @@ func UserGate(n int) string {
 // caller may act; active is set when the batch runs.
 func QueueUserActive(b *pgx.Batch, userID saasapi.ID, active *bool) {
 	b.Queue(`SELECT `+UserGate(1), userID).QueryRow(func(row pgx.Row) error { return row.Scan(active) })
+}
+
+// queueGatedOne queues the gate and the read of at most one row of table
+// as a single statement, for the hottest reads: the gate's row is joined
+// to the row, which the join's condition (on, plus the gate's grant)
+// leaves out unless access is granted. on uses $1 for the organisation
+// and the args from $n on, where n follows the gate's own arguments; cols
+// are the row's columns in the order scan reads them.
+func queueGatedOne[T any](b *pgx.Batch, g *Gate, table, cols, on string, scan func(pgx.Row) (T, error),
+	dst *Lookup[T], args func(n int) (string, []any),
+) {
+	var gate, granted string
+	gargs := []any{g.OrgID}
+	const org = `EXISTS (SELECT 1 FROM organisations WHERE id = $1) AS org_exists`
+	if g.Principal.Type == saasapi.PrincipalAPIKey {
+		gate = `SELECT ` + g.callerSQL("$2", "$3") + ` AS caller_ok, ` + org + `, NULL::text AS role, $4::text[] AS holders`
+		granted = `g.caller_ok AND g.org_exists AND $3 = $1 AND 'api_key' = ANY(g.holders)`
+		gargs = append(gargs, g.Principal.APIKeyID, g.Principal.OrganisationID, g.holders())
+	} else {
+		gate = `SELECT ` + g.callerSQL("$2", "") + ` AS caller_ok, ` + org + `,
+			(SELECT role FROM memberships WHERE organisation_id = $1 AND user_id = $2) AS role, $3::text[] AS holders`
+		granted = `g.caller_ok AND g.org_exists AND g.role = ANY(g.holders)`
+		gargs = append(gargs, g.Principal.UserID, g.holders())
+	}
+	cond, qargs := args(len(gargs) + 1)
+	sql := `SELECT g.caller_ok, g.org_exists, g.role, t.ctid IS NOT NULL, ` + cols + `
+		FROM (` + gate + `) g LEFT JOIN ` + table + ` t ON ` + on + cond + ` AND ` + granted
+	b.Queue(sql, append(gargs, qargs...)...).Query(func(rows pgx.Rows) error {
+		defer rows.Close()
+		if !rows.Next() {
+			if err := rows.Err(); err != nil {
+				return err
+			}
+			return errors.New("projections: gated read returned no gate row")
+		}
+		var found bool
+		head := []any{&g.state.callerOK, &g.state.orgExists, &g.state.role, &found}
+		skip := len(rows.FieldDescriptions()) - len(head)
+		if err := rows.Scan(append(head, make([]any, skip)...)...); err != nil {
+			return err
+		}
+		g.state.scanned = true
+		if found {
+			v, err := scan(offsetRow{rows: rows, skip: len(head)})
+			if err != nil {
+				return err
+			}
+			dst.Value, dst.Found = v, true
+		}
+		return rows.Err()
+	})
+}
+
+// offsetRow scans a row from its skip-th column on: the columns before
+// were scanned already (pgx rows may be scanned more than once).
+type offsetRow struct {
+	rows pgx.Rows
+	skip int
+}
+
+func (r offsetRow) Scan(dest ...any) error {
+	return r.rows.Scan(append(make([]any, r.skip), dest...)...)
 }

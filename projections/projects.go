@@ -3,6 +3,7 @@ package projections
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -129,6 +130,15 @@ const projectByID = `SELECT ` + projectColumns + ` FROM projects
 // QueueProject queues the read of a live (not deleted) project of s.
 func QueueProject(b *pgx.Batch, s Scope, id saasapi.ID, dst *Lookup[Project]) error {
 	return queueRow(b, s, projectByID, scanProject, dst, id)
+}
+
+// ReadProject is GET project in one statement: the gate (run it with
+// GatedOne) and the live project, joined.
+func ReadProject(g *Gate, id saasapi.ID, dst *Lookup[Project]) func(b *pgx.Batch) {
+	return func(b *pgx.Batch) {
+		queueGatedOne(b, g, "projects", projectColumns, "t.organisation_id = $1 AND t.deleted_at IS NULL", scanProject, dst,
+			func(n int) (string, []any) { return " AND t.id = $" + strconv.Itoa(n), []any{id} })
+	}
 }
 
 // ProjectOf is the project a Lookup found, or 404 project was not found.

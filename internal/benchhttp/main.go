@@ -41,6 +41,7 @@ type options struct {
 	fill     int
 	logLevel string
 	keep     bool
+	profile  string
 }
 
 func main() {
@@ -54,6 +55,8 @@ func main() {
 		"then time page 1 of the audit and project lists")
 	flag.StringVar(&o.logLevel, "log-level", "warn", "SAAS_API_LOG_LEVEL of the served process")
 	flag.BoolVar(&o.keep, "keep", false, "print the database URL and keep the cluster running until Ctrl-C")
+	flag.StringVar(&o.profile, "cpuprofile", "", "write CPU profiles of the served process, one per service workload of "+
+		"the first round, to files named after this prefix (served through SAAS_API_PPROF_ADDR)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -102,7 +105,15 @@ func run(ctx context.Context, o options) (err error) {
 	if err != nil {
 		return err
 	}
-	srv, err := startServer(ctx, bin, append(env, "SAAS_API_HTTP_ADDR="+addr), cluster.Dir())
+	serveEnv := append(env, "SAAS_API_HTTP_ADDR="+addr)
+	pprofAddr := ""
+	if o.profile != "" {
+		if pprofAddr, err = freeAddr(); err != nil {
+			return err
+		}
+		serveEnv = append(serveEnv, "SAAS_API_PPROF_ADDR="+pprofAddr)
+	}
+	srv, err := startServer(ctx, bin, serveEnv, cluster.Dir())
 	if err != nil {
 		return err
 	}
@@ -148,7 +159,16 @@ func run(ctx context.Context, o options) (err error) {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
+			var profiled chan error
+			if pprofAddr != "" && round == 1 && !w.pg {
+				profiled = make(chan error, 1)
+				name := o.profile + strings.NewReplacer(" ", "-", "/", "-").Replace(w.name) + ".pprof"
+				go func() { profiled <- cpuProfile(ctx, pprofAddr, o.duration-time.Second, name) }()
+			}
 			res, err := w.run(ctx)
+			if profiled != nil {
+				err = errors.Join(err, <-profiled)
+			}
 			if err != nil {
 				return fmt.Errorf("round %d, %s: %w", round, w.name, err)
 			}
@@ -547,4 +567,32 @@ func lastLines(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n") + "\n"
+}
+
+// cpuProfile fetches a CPU profile of the served process covering d and
+// writes it to path (go tool pprof reads it).
+func cpuProfile(ctx context.Context, addr string, d time.Duration, path string) error {
+	req, err := http.NewRequestWithContext(ctx, "GET",
+		fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, max(1, int(d.Seconds()))), nil)
+	if err != nil {
+		return err
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = res.Body.Close() }()
+	if res.StatusCode != http.StatusOK {
+		return fmt.Errorf("cpu profile: %s", res.Status)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, res.Body); err != nil {
+		_ = f.Close()
+		return err
+	}
+	logf("cpu profile written to %s", path)
+	return f.Close()
 }
