@@ -222,21 +222,34 @@ func queueLedger(b *pgx.Batch, g Guard, ledgerID saasapi.ID, ledgerType string, 
 		return fmt.Errorf("limit %d and offset %d out of range", limit, offset)
 	}
 	filter, args := f.where([]any{ledgerID, ledgerType})
-	conds := append([]string{"ledger_id = $1", "ledger_type = $2"}, filter...)
+	// The time conditions are the last of filter (where puts them there).
+	var window []string
+	if f.Since != nil {
+		window = append(window, "")
+	}
+	if f.Until != nil {
+		window = append(window, "")
+	}
+	copy(window, filter[len(filter)-len(window):])
+	conds := append([]string{"ledger_id = $1", "ledger_type = $2"}, filter[:len(filter)-len(window)]...)
 	if beforeSequence != nil {
 		args = append(args, *beforeSequence)
 		conds = append(conds, "sequence < $"+strconv.Itoa(len(args)))
 		offset = 0
 	}
-	if f.Since != nil || f.Until != nil {
+	if len(window) > 0 {
 		// A time window: the page is read between the window's first and
 		// last sequence. The page is ordered by sequence, and the planner,
 		// not knowing that occurred_at follows sequence, would otherwise
 		// scan the primary key backwards from the newest event until it
-		// reached the window: every event since the window, hundreds of
-		// milliseconds for a window a million events ago. The bounds are
+		// reached the window (every event since the window, hundreds of
+		// milliseconds for a window a million events ago), or read the
+		// whole window from the time index and sort it. The bounds are
 		// sub-selects that run once, first (init plans), each one probe of
-		// the time index, so the window costs no round trip of its own.
+		// the time index, so the window costs no round trip of its own; the
+		// inner query, which OFFSET 0 keeps the window's conditions out of,
+		// then scans the primary key between them, and the outer one drops
+		// the few events within the bounds but outside the window.
 		within := strings.Join(append([]string{"ledger_id = $1"}, filter...), " AND ")
 		conds = append(conds, "sequence BETWEEN (SELECT min(sequence) FROM events WHERE "+within+
 			") AND (SELECT max(sequence) FROM events WHERE "+within+")")
@@ -266,8 +279,12 @@ func queueLedger(b *pgx.Batch, g Guard, ledgerID saasapi.ID, ledgerType string, 
 	})
 	conds, args = guarded(g, conds, args)
 	args = append(args, limit+1, offset)
-	listSQL := `SELECT ` + eventColumns + ` FROM events WHERE ` + strings.Join(conds, " AND ") +
-		` ORDER BY sequence DESC LIMIT $` + strconv.Itoa(len(args)-1) + ` OFFSET $` + strconv.Itoa(len(args))
+	page := ` ORDER BY sequence DESC LIMIT $` + strconv.Itoa(len(args)-1) + ` OFFSET $` + strconv.Itoa(len(args))
+	listSQL := `SELECT ` + eventColumns + ` FROM events WHERE ` + strings.Join(conds, " AND ") + page
+	if len(window) > 0 {
+		listSQL = `SELECT ` + eventColumns + ` FROM (SELECT * FROM events WHERE ` +
+			strings.Join(conds, " AND ") + ` ORDER BY sequence DESC OFFSET 0) e WHERE ` + strings.Join(window, " AND ") + page
+	}
 	b.Queue(listSQL, args...).Query(func(rows pgx.Rows) error {
 		evs, err := pgx.CollectRows(rows, scanEvent)
 		if err != nil {
