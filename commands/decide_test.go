@@ -39,9 +39,9 @@ func TestDeriveSlug(t *testing.T) {
 func TestValidateRegistration(t *testing.T) {
 	t.Parallel()
 	good := RegisterInput{Email: "  Alice@Example.COM ", Password: "correct horse battery", DisplayName: "Alice"}
-	email, err := validateRegistration(good, 12)
-	if err != nil || email != "alice@example.com" {
-		t.Fatalf("valid registration: email %q, err %v; want alice@example.com, nil", email, err)
+	got, err := validateRegistration(good, 12)
+	if err != nil || got.Email != "alice@example.com" {
+		t.Fatalf("valid registration: email %q, err %v; want alice@example.com, nil", got.Email, err)
 	}
 	bad := []struct {
 		name  string

@@ -25,11 +25,16 @@ type RegisterInput struct {
 	DisplayName string
 }
 
-// normaliseEmail trims and lower-cases an address and checks that it is a
-// plain address (no display name, a dotted domain).
+// normaliseEmail trims and lower-cases an address, brings it to NFC (so
+// that one address has one spelling, for uniqueness and sign-in alike) and
+// checks that it is a plain address (no display name, a dotted domain, no
+// control or format characters).
 func normaliseEmail(raw string) (string, bool) {
-	email := strings.ToLower(strings.TrimSpace(raw))
-	if email == "" || len(email) > 254 {
+	if !utf8.ValidString(raw) {
+		return "", false
+	}
+	email, ok := saasapi.IdentityText(strings.ToLower(strings.TrimSpace(raw)))
+	if !ok || email == "" || len(email) > 254 {
 		return "", false
 	}
 	addr, err := mail.ParseAddress(email)
@@ -51,13 +56,14 @@ func lengthBetween(s string, lo, hi int) bool {
 }
 
 // validateRegistration is the pure part of registration: it checks the
-// input and returns the normalised email.
-func validateRegistration(in RegisterInput, minPassword int) (string, error) {
+// input and returns it with the email and display name normalised.
+func validateRegistration(in RegisterInput, minPassword int) (RegisterInput, error) {
 	var fields []saasapi.FieldError
 	email, ok := normaliseEmail(in.Email)
 	if !ok {
 		fields = append(fields, saasapi.FieldError{Field: "email", Message: "value is not a valid email address"})
 	}
+	displayName, readable := saasapi.IdentityText(in.DisplayName)
 	switch {
 	case !lengthBetween(in.Password, minPassword, maxPasswordLength):
 		fields = append(fields, saasapi.FieldError{Field: "password",
@@ -65,20 +71,24 @@ func validateRegistration(in RegisterInput, minPassword int) (string, error) {
 	case strings.TrimFunc(in.Password, unicode.IsSpace) == "":
 		fields = append(fields, saasapi.FieldError{Field: "password", Message: "password must not be only whitespace"})
 	}
-	if !lengthBetween(in.DisplayName, 1, 120) {
+	switch {
+	case !lengthBetween(in.DisplayName, 1, 120):
 		fields = append(fields, saasapi.FieldError{Field: "display_name", Message: "display_name must be between 1 and 120 characters"})
+	case !readable:
+		fields = append(fields, unreadable("display_name"))
 	}
 	if len(fields) > 0 {
-		return "", saasapi.Invalid(saasapi.MsgValidation, fields...)
+		return RegisterInput{}, saasapi.Invalid(saasapi.MsgValidation, fields...)
 	}
-	return email, nil
+	in.Email, in.DisplayName = email, displayName
+	return in, nil
 }
 
 // Register creates a user account: the user's own ledger with a
 // user.registered event, and the password hash in user_credentials (never in
 // an event).
 func (s *Service) Register(ctx context.Context, meta Meta, in RegisterInput) (projections.User, error) {
-	email, err := validateRegistration(in, s.passwordMinLength)
+	in, err := validateRegistration(in, s.passwordMinLength)
 	if err != nil {
 		return projections.User{}, err
 	}
@@ -96,7 +106,7 @@ func (s *Service) Register(ctx context.Context, meta Meta, in RegisterInput) (pr
 		head := eventstore.NewLedger(b, userID, saasapi.LedgerUser)
 		b.Queue(`INSERT INTO user_credentials (user_id, password_hash) VALUES ($1, $2)`, userID, hash)
 		ev := s.newEvent(meta, head, saasapi.StreamUser, userID, 1, saasapi.EventUserRegistered,
-			saasapi.UserRegistered{Email: email, DisplayName: in.DisplayName})
+			saasapi.UserRegistered{Email: in.Email, DisplayName: in.DisplayName})
 		return record(ctx, tx, b, &head, []saasapi.NewEvent{ev})
 	})
 	if err != nil {
