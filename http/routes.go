@@ -23,7 +23,7 @@ func (s *Server) routes() {
 
 	// Routes for signed-in users only: an API key here is 401.
 	r.Group(func(r chi.Router) {
-		r.Use(s.requireUser)
+		r.Use(s.requireUser, s.checkIfMatch)
 		r.Get("/me", s.handleMe())
 		r.Get("/me/audit-events", s.handleMyAuditEvents())
 
@@ -48,7 +48,7 @@ func (s *Server) routes() {
 
 	// Project routes: a signed-in user, or an API key of the organisation.
 	r.Group(func(r chi.Router) {
-		r.Use(s.requireUserOrAPIKey)
+		r.Use(s.requireUserOrAPIKey, s.checkIfMatch)
 		r.Post("/orgs/{organisation_id}/projects", s.handleCreateProject())
 		r.Get("/orgs/{organisation_id}/projects", s.handleListProjects())
 		r.Get("/orgs/{organisation_id}/projects/{project_id}", s.handleGetProject())

@@ -175,7 +175,7 @@ func serve(ctx context.Context, cfg Config, databaseURL string, logger *slog.Log
 		ready <- ln.Addr().String()
 	}
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
+	go func() { errc <- srv.Serve(apihttp.Listener(ln)) }()
 	// The pruner stops with the server, whichever way the server stops.
 	pruneCtx, stopPruning := context.WithCancel(ctx)
 	pruneDone := make(chan struct{})
