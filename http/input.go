@@ -133,11 +133,10 @@ func parseIfMatch(raw string) (*int64, error) {
 		return nil, nil
 	}
 	// If-Match compares strongly (RFC 9110): a weak tag never matches.
-	v, err := strconv.ParseInt(strings.Trim(raw, `"`), 10, 64)
-	if err != nil || v < 0 || strings.HasPrefix(raw, "W/") || !strings.HasPrefix(raw, `"`) {
-		return &never, nil
+	if v, err := strconv.ParseInt(strings.Trim(raw, `"`), 10, 64); err == nil && v >= 0 && strings.HasPrefix(raw, `"`) {
+		return &v, nil
 	}
-	return &v, nil
+	return &never, nil
 }
 
 // checkIfMatch answers a 422 for an If-Match header that is not text, on

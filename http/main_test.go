@@ -104,7 +104,11 @@ func setup(t testing.TB, opts ...func(*apihttp.Deps)) *env {
 		opt(&deps)
 	}
 	e.server = apihttp.NewServer(deps)
-	e.srv = httptest.NewServer(e.server)
+	// Served as in production: on the listener that turns net/http's own
+	// replies into problem details.
+	e.srv = httptest.NewUnstartedServer(e.server)
+	e.srv.Listener = apihttp.Listener(e.srv.Listener)
+	e.srv.Start()
 	t.Cleanup(e.srv.Close)
 	return e
 }
