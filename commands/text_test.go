@@ -2,7 +2,9 @@ package commands
 
 import (
 	"errors"
+	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/saasapi/saasapi"
 	"github.com/saasapi/saasapi/projections"
@@ -70,5 +72,18 @@ func TestEmailAndDisplayNameAreNFC(t *testing.T) {
 	}
 	if e, ok := normaliseEmail("rene\u0301@example.com"); !ok || e != got.Email {
 		t.Fatalf("sign-in normalises the decomposed form to %q, %v; want %q", e, ok, got.Email)
+	}
+}
+
+func TestDisplayNameLengthIsThatOfItsNFC(t *testing.T) {
+	t.Parallel()
+	// U+0958 is excluded from composition: NFC spells it as two code
+	// points, so 120 of them are 240 once normalised.
+	in := RegisterInput{Email: "a@example.com", Password: "correct horse battery", DisplayName: strings.Repeat("\u0958", 120)}
+	_, err := validateRegistration(in, 12)
+	wantField(t, "a display name that NFC lengthens past 120", err, "display_name")
+	in.DisplayName = strings.Repeat("\u0958", 60)
+	if got, err := validateRegistration(in, 12); err != nil || utf8.RuneCountInString(got.DisplayName) != 120 {
+		t.Fatalf("60 x U+0958: %v, %d code points; want accepted as 120", err, utf8.RuneCountInString(got.DisplayName))
 	}
 }

@@ -71,11 +71,12 @@ func validateRegistration(in RegisterInput, minPassword int) (RegisterInput, err
 	case strings.TrimFunc(in.Password, unicode.IsSpace) == "":
 		fields = append(fields, saasapi.FieldError{Field: "password", Message: "password must not be only whitespace"})
 	}
+	// The length is that of what is stored: NFC can lengthen a name.
 	switch {
-	case !lengthBetween(in.DisplayName, 1, 120):
-		fields = append(fields, saasapi.FieldError{Field: "display_name", Message: "display_name must be between 1 and 120 characters"})
 	case !readable:
 		fields = append(fields, unreadable("display_name"))
+	case !lengthBetween(displayName, 1, 120):
+		fields = append(fields, saasapi.FieldError{Field: "display_name", Message: "display_name must be between 1 and 120 characters"})
 	}
 	if len(fields) > 0 {
 		return RegisterInput{}, saasapi.Invalid(saasapi.MsgValidation, fields...)
