@@ -17,7 +17,9 @@ import (
 // net/http refuses a request it cannot parse (a target such as
 // /orgs/%zz, a header with a control character, oversized headers) with a
 // plain-text reply and closes the connection; nothing in http.Server lets a
-// handler answer instead. Serve the API on this listener.
+// handler answer instead. Serve the API on this listener, wrapped around
+// the plain TCP listener (TLS, if any, is terminated in front of the
+// service: net/http must see a *tls.Conn itself to speak TLS).
 func Listener(l net.Listener) net.Listener { return &problemListener{Listener: l} }
 
 type problemListener struct{ net.Listener }
