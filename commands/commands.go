@@ -35,8 +35,10 @@ type Service struct {
 	lastTouch sync.Map
 	touched   atomic.Int64
 	// pending counts background writes (failed sign-ins); Wait waits for
-	// them.
-	pending           sync.WaitGroup
+	// them. Not a sync.WaitGroup: requests start background writes while
+	// another goroutine may be waiting (a shutdown, a test), and a WaitGroup
+	// forbids an Add from zero concurrent with Wait.
+	pending           inFlight
 	onBackgroundError func(error)
 }
 
@@ -82,9 +84,9 @@ const backgroundTimeout = 30 * time.Second
 // request's cancellation but counted, so that Wait (at shutdown, in tests)
 // lets it finish.
 func (s *Service) background(fn func(ctx context.Context)) {
-	s.pending.Add(1)
+	s.pending.add()
 	go func() {
-		defer s.pending.Done()
+		defer s.pending.done()
 		ctx, cancel := context.WithTimeout(context.Background(), backgroundTimeout)
 		defer cancel()
 		fn(ctx)
@@ -93,7 +95,44 @@ func (s *Service) background(fn func(ctx context.Context)) {
 
 // Wait returns once every background write has finished. The server calls
 // it on shutdown, before it closes the pool.
-func (s *Service) Wait() { s.pending.Wait() }
+func (s *Service) Wait() { s.pending.wait() }
+
+// inFlight counts running goroutines. Unlike a sync.WaitGroup, add may run
+// at any time, also while wait is blocked: wait returns at the first moment
+// the count is zero.
+type inFlight struct {
+	mu   sync.Mutex
+	n    int
+	idle chan struct{} // closed when n drops to zero; nil while n is zero
+}
+
+func (f *inFlight) add() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.n == 0 {
+		f.idle = make(chan struct{})
+	}
+	f.n++
+}
+
+func (f *inFlight) done() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.n--
+	if f.n == 0 {
+		close(f.idle)
+		f.idle = nil
+	}
+}
+
+func (f *inFlight) wait() {
+	f.mu.Lock()
+	idle := f.idle
+	f.mu.Unlock()
+	if idle != nil {
+		<-idle
+	}
+}
 
 // Meta is what every command knows about its request.
 type Meta struct {

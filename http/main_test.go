@@ -92,6 +92,9 @@ func setup(t testing.TB, opts ...func(*apihttp.Deps)) *env {
 		OnCommit:          e.metrics.CountEvents,
 	})
 	e.svc = svc
+	// Cleanups run last-in first-out: background writes finish before the
+	// pool closes, and none outlives its test.
+	t.Cleanup(svc.Wait)
 	deps := apihttp.Deps{
 		Info:     apihttp.Info{AppName: "multi-tenant-saas-api", Version: "0.1.0", Environment: "test"},
 		Commands: svc,
