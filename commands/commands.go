@@ -40,6 +40,7 @@ type Service struct {
 	// forbids an Add from zero concurrent with Wait.
 	pending           inFlight
 	onBackgroundError func(error)
+	failures          *loginFailures
 }
 
 // Config holds what the commands need besides the database.
@@ -55,6 +56,10 @@ type Config struct {
 	// OnBackgroundError, if set, hears of writes that failed after their
 	// request was answered (a failed sign-in's event).
 	OnBackgroundError func(error)
+	// LoginFailureWindow is how long the failed sign-ins of one account are
+	// summed into one user.login_failed event; zero means
+	// DefaultLoginFailureWindow.
+	LoginFailureWindow time.Duration
 }
 
 // New returns a Service.
@@ -74,6 +79,11 @@ func New(pool *pgxpool.Pool, cfg Config) *Service {
 	if s.passwordMinLength <= 0 {
 		s.passwordMinLength = 12
 	}
+	window := cfg.LoginFailureWindow
+	if window <= 0 {
+		window = DefaultLoginFailureWindow
+	}
+	s.failures = &loginFailures{window: window, open: map[saasapi.ID]*failureWindow{}, record: s.recordLoginFailure}
 	return s
 }
 
@@ -138,6 +148,11 @@ func (f *inFlight) wait() {
 type Meta struct {
 	Principal saasapi.Principal
 	RequestID string
+	// ServerRequestID is the ID the server generated for the request. Events
+	// of anonymous actors carry it instead of RequestID, which the caller
+	// may have chosen: nobody can write their own text into another
+	// account's ledger. Empty means RequestID.
+	ServerRequestID string
 	// IfMatch, when set, is the stream version the caller last read; a write
 	// to an entity whose version differs fails with 412.
 	IfMatch *int64
@@ -187,6 +202,10 @@ func record(ctx context.Context, tx pgx.Tx, b *pgx.Batch, head *eventstore.Head,
 func (s *Service) newEvent(meta Meta, head eventstore.Head, streamType string, streamID saasapi.ID,
 	version int64, eventType string, data any,
 ) saasapi.NewEvent {
+	requestID := meta.RequestID
+	if meta.Principal.Type == saasapi.PrincipalAnonymous && meta.ServerRequestID != "" {
+		requestID = meta.ServerRequestID
+	}
 	return saasapi.NewEvent{
 		LedgerID:      head.LedgerID,
 		LedgerType:    head.LedgerType,
@@ -195,7 +214,7 @@ func (s *Service) newEvent(meta Meta, head eventstore.Head, streamType string, s
 		StreamVersion: version,
 		Type:          eventType,
 		Actor:         saasapi.ActorOf(meta.Principal),
-		RequestID:     meta.RequestID,
+		RequestID:     requestID,
 		OccurredAt:    s.now(),
 		Data:          data,
 	}

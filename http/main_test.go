@@ -94,7 +94,7 @@ func setup(t testing.TB, opts ...func(*apihttp.Deps)) *env {
 	e.svc = svc
 	// Cleanups run last-in first-out: background writes finish before the
 	// pool closes, and none outlives its test.
-	t.Cleanup(svc.Wait)
+	t.Cleanup(svc.Close)
 	deps := apihttp.Deps{
 		Info:     apihttp.Info{AppName: "multi-tenant-saas-api", Version: "0.1.0", Environment: "test"},
 		Commands: svc,
@@ -106,6 +106,8 @@ func setup(t testing.TB, opts ...func(*apihttp.Deps)) *env {
 	for _, opt := range opts {
 		opt(&deps)
 	}
+	// An option may bring a service of its own (other command settings).
+	e.svc = deps.Commands
 	e.server = apihttp.NewServer(deps)
 	e.srv = httptest.NewServer(e.server)
 	t.Cleanup(e.srv.Close)

@@ -120,7 +120,7 @@ func service(t *testing.T, url string) (*pgxpool.Pool, *commands.Service) {
 		Hasher: auth.NewHasher(auth.TestParams, 0),
 		Tokens: auth.NewTokenIssuer([]byte(strings.Repeat("k", 32)), "test", time.Minute),
 	})
-	t.Cleanup(svc.Wait) // before the pool closes
+	t.Cleanup(svc.Close) // before the pool closes
 	return app, svc
 }
 
