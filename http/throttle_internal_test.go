@@ -119,3 +119,46 @@ func TestAddressKey(t *testing.T) {
 		t.Errorf("addressKey(invalid) = %q, want unknown", got)
 	}
 }
+
+// BenchmarkLimiterTake prints what one throttle check costs: for a key seen
+// before, and for a new key each time in a table at its cap (a flood of
+// made-up addresses, with the sweeps that it causes).
+func BenchmarkLimiterTake(b *testing.B) {
+	b.Run("SameKey", func(b *testing.B) {
+		l := newLimiter(Rate{Events: 1 << 30, Per: time.Second}, DefaultMaxKeys, time.Now)
+		for b.Loop() {
+			l.take("203.0.113.7")
+		}
+	})
+	b.Run("NewKeyAtCap", func(b *testing.B) {
+		l := newLimiter(DefaultThrottle.LoginAddress, DefaultMaxKeys, time.Now)
+		keys := make([]string, 1<<20)
+		for i := range keys {
+			keys[i] = "addr-" + strconv.Itoa(i)
+		}
+		i := 0
+		for b.Loop() {
+			l.take(keys[i%len(keys)])
+			i++
+		}
+		b.ReportMetric(float64(l.size()), "keys")
+	})
+	b.Run("SweepOfAFullTable", func(b *testing.B) {
+		// The longest a sweep holds the limiter's lock: a full table of
+		// buckets that have not refilled.
+		clock := &fakeClock{t: time.Unix(1_700_000_000, 0)}
+		l := newLimiter(Rate{Events: 1, Per: time.Hour, Burst: 1}, DefaultMaxKeys, clock.now)
+		for i := range DefaultMaxKeys - 1 {
+			l.take("addr-" + strconv.Itoa(i))
+		}
+		for b.Loop() {
+			l.mu.Lock()
+			for key, bucket := range l.buckets { // what sweep scans, without deleting
+				if bucket.TokensAt(clock.t) >= float64(l.burst) {
+					b.Fatalf("bucket %s refilled", key)
+				}
+			}
+			l.mu.Unlock()
+		}
+	})
+}
