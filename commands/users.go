@@ -50,6 +50,25 @@ func normaliseEmail(raw string) (string, bool) {
 	return email, true
 }
 
+// maxSignInKey bounds the bytes of a sign-in throttling key, whatever the
+// caller sent as an email.
+const maxSignInKey = 320
+
+// SignInKey is the form of an email that sign-in throttling counts by: the
+// address as Login normalises it, so that spellings of one account's address
+// share one budget; anything that is not an address is lower-cased, trimmed
+// and cut short.
+func SignInKey(email string) string {
+	if normalised, ok := normaliseEmail(email); ok {
+		return normalised
+	}
+	key := strings.ToLower(strings.TrimSpace(email))
+	if len(key) > maxSignInKey {
+		key = key[:maxSignInKey]
+	}
+	return key
+}
+
 func lengthBetween(s string, lo, hi int) bool {
 	n := utf8.RuneCountInString(s)
 	return n >= lo && n <= hi
@@ -126,7 +145,10 @@ type LoginResult struct {
 // Login checks an email and password and issues an access token. Unknown
 // email, inactive user and wrong password fail alike and cost the same: one
 // Argon2 computation each. Known accounts record user.logged_in or
-// user.login_failed in their own ledger.
+// user.login_failed in their own ledger. A failure is recorded after the
+// answer (every 401 then costs one lookup and one hash, whether or not the
+// account exists, and the caller cannot time the write to learn that it
+// does), and failures are coalesced per account (loginfailures.go).
 func (s *Service) Login(ctx context.Context, meta Meta, email, password string) (LoginResult, error) {
 	fail := saasapi.Errorf(saasapi.EUNAUTHENTICATED, saasapi.MsgInvalidCredentials)
 	normalised, okEmail := normaliseEmail(email)
@@ -147,44 +169,16 @@ func (s *Service) Login(ctx context.Context, meta Meta, email, password string) 
 		return LoginResult{}, err
 	}
 	userID := cred.User.ID
-	eventType, data, principal := saasapi.EventUserLoggedIn, any(saasapi.UserLoggedIn{}), saasapi.UserPrincipal(userID)
 	switch {
 	case !ok:
-		eventType, data = saasapi.EventUserLoginFailed, saasapi.UserLoginFailed{Reason: "invalid_password"}
-		principal = saasapi.Principal{Type: saasapi.PrincipalAnonymous}
+		s.failures.add(userID, "invalid_password", meta)
+		return LoginResult{}, fail
 	case !cred.User.IsActive:
-		eventType, data = saasapi.EventUserLoginFailed, saasapi.UserLoginFailed{Reason: "inactive_user"}
-		principal = saasapi.Principal{Type: saasapi.PrincipalAnonymous}
-	}
-	meta.Principal = principal
-	appendSignIn := func(ctx context.Context) error {
-		_, err := s.write(ctx, func(tx pgx.Tx) ([]saasapi.Event, error) {
-			head, err := eventstore.LockLedger(ctx, tx, userID)
-			if err != nil {
-				return nil, err
-			}
-			version, err := projections.UserVersion(ctx, tx, userID)
-			if err != nil {
-				return nil, err
-			}
-			return record(ctx, tx, &pgx.Batch{}, &head, []saasapi.NewEvent{
-				s.newEvent(meta, head, saasapi.StreamUser, userID, version+1, eventType, data),
-			})
-		})
-		return err
-	}
-	if eventType != saasapi.EventUserLoggedIn {
-		// A failure is recorded after the answer: every 401 then costs one
-		// lookup and one hash, whether or not the account exists, and the
-		// caller cannot time the write to learn that it does.
-		s.background(func(ctx context.Context) {
-			if err := appendSignIn(ctx); err != nil && s.onBackgroundError != nil {
-				s.onBackgroundError(err)
-			}
-		})
+		s.failures.add(userID, "inactive_user", meta)
 		return LoginResult{}, fail
 	}
-	if err := appendSignIn(ctx); err != nil {
+	meta.Principal = saasapi.UserPrincipal(userID)
+	if err := s.appendToUser(ctx, meta, userID, saasapi.EventUserLoggedIn, saasapi.UserLoggedIn{}); err != nil {
 		return LoginResult{}, err
 	}
 	token, ttl, err := s.tokens.Issue(userID)
@@ -192,4 +186,22 @@ func (s *Service) Login(ctx context.Context, meta Meta, email, password string) 
 		return LoginResult{}, err
 	}
 	return LoginResult{AccessToken: token, ExpiresIn: ttl, UserID: userID}, nil
+}
+
+// appendToUser appends one event to the user's own ledger.
+func (s *Service) appendToUser(ctx context.Context, meta Meta, userID saasapi.ID, eventType string, data any) error {
+	_, err := s.write(ctx, func(tx pgx.Tx) ([]saasapi.Event, error) {
+		head, err := eventstore.LockLedger(ctx, tx, userID)
+		if err != nil {
+			return nil, err
+		}
+		version, err := projections.UserVersion(ctx, tx, userID)
+		if err != nil {
+			return nil, err
+		}
+		return record(ctx, tx, &pgx.Batch{}, &head, []saasapi.NewEvent{
+			s.newEvent(meta, head, saasapi.StreamUser, userID, version+1, eventType, data),
+		})
+	})
+	return err
 }

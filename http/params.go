@@ -94,7 +94,8 @@ func ifMatch(r *http.Request) *int64 {
 
 // meta builds the command metadata of a request.
 func meta(r *http.Request) commands.Meta {
-	return commands.Meta{Principal: principalOf(r), RequestID: requestIDOf(r.Context()), IfMatch: ifMatch(r)}
+	st := stateOf(r.Context())
+	return commands.Meta{Principal: st.principal, RequestID: st.requestID, ServerRequestID: st.serverRequestID, IfMatch: ifMatch(r)}
 }
 
 // authorize applies the contract's organisation access order for a read:

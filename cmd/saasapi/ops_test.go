@@ -49,6 +49,7 @@ func newOpsWorld(t *testing.T) opsWorld {
 		Hasher: auth.NewHasher(auth.TestParams, 0),
 		Tokens: auth.NewTokenIssuer([]byte(strings.Repeat("k", 32)), "test", time.Minute),
 	})
+	t.Cleanup(svc.Close) // before the pool closes
 	var users []saasapi.ID
 	for _, email := range []string{"owner@example.com", "member@example.com"} {
 		u, err := svc.Register(ctx, commands.Meta{RequestID: "req"},

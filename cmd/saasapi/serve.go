@@ -127,6 +127,10 @@ func serve(ctx context.Context, cfg Config, databaseURL string, logger *slog.Log
 	if err := cfg.checkSecret(); err != nil {
 		return err
 	}
+	proxies, err := parseProxies(cfg.TrustedProxies)
+	if err != nil {
+		return err
+	}
 	pool, err := dbpool.Open(ctx, databaseURL)
 	if err != nil {
 		return err
@@ -137,16 +141,18 @@ func serve(ctx context.Context, cfg Config, databaseURL string, logger *slog.Log
 	metrics.RegisterPool(poolStats(pool))
 	tokens := auth.NewTokenIssuer([]byte(cfg.JWTSecret), cfg.JWTIssuer, cfg.AccessTokenTTL)
 	svc := commands.New(pool, commands.Config{
-		Hasher:            auth.NewHasher(auth.DefaultParams, 0),
-		Tokens:            tokens,
-		PasswordMinLength: cfg.PasswordMinLength,
-		OnCommit:          metrics.CountEvents,
+		Hasher:             auth.NewHasher(auth.DefaultParams, 0),
+		Tokens:             tokens,
+		PasswordMinLength:  cfg.PasswordMinLength,
+		OnCommit:           metrics.CountEvents,
+		LoginFailureWindow: cfg.LoginFailureWindow,
 		OnBackgroundError: func(err error) {
 			logger.Error("background write failed", slog.String("error", err.Error()))
 		},
 	})
-	// Background writes (failed sign-ins) finish before the pool closes.
-	defer svc.Wait()
+	// Failed sign-ins still being coalesced are recorded, and background
+	// writes finish, before the pool closes.
+	defer svc.Close()
 	handler := apihttp.NewServer(apihttp.Deps{
 		Info:        apihttp.Info{AppName: cfg.AppName, Version: cfg.AppVersion, Environment: cfg.Environment},
 		Commands:    svc,
@@ -156,6 +162,12 @@ func serve(ctx context.Context, cfg Config, databaseURL string, logger *slog.Log
 		Logger:      logger,
 		DocsEnabled: cfg.DocsEnabled,
 		Ready:       readiness(pool),
+		Throttle: &apihttp.Throttle{
+			LoginAccountFailures: cfg.LoginAccountRate,
+			LoginAddress:         cfg.LoginAddressRate,
+			RegisterAddress:      cfg.RegisterAddressRate,
+		},
+		TrustedProxies: proxies,
 	})
 	srv := &http.Server{
 		Handler:           handler,
