@@ -249,18 +249,23 @@ func TestDevKeepsDataAcrossRestarts(t *testing.T) {
 		t.Fatalf("register: %d %v", status, err)
 	}
 
-	// A second dev on the same directory: refused at once, naming the
-	// directory and the process, and the first keeps its database.
-	var secondOut bytes.Buffer
-	refusedAt := time.Now()
-	err = run(t.Context(), []string{"dev"}, environment(map[string]string{
-		"SAAS_API_DEV_DIR": dir, "SAAS_API_ENVIRONMENT": "test", "SAAS_API_HTTP_ADDR": freePort(t),
-	}), &secondOut, &secondOut)
-	if err == nil || !strings.Contains(err.Error(), "in use") || !strings.Contains(err.Error(), dir) ||
-		!strings.Contains(err.Error(), fmt.Sprintf("process %d", os.Getpid())) {
-		t.Errorf("second dev on %s: err = %v, want one naming the directory and process %d", dir, err, os.Getpid())
+	// A second dev on the same directory, on another port or on the same
+	// one (make run twice): refused at once, naming the directory and the
+	// process, and the first keeps its database.
+	for _, addr := range []string{freePort(t), first.addr} {
+		var secondOut bytes.Buffer
+		refusedAt := time.Now()
+		err = run(t.Context(), []string{"dev"}, environment(map[string]string{
+			"SAAS_API_DEV_DIR": dir, "SAAS_API_ENVIRONMENT": "test", "SAAS_API_HTTP_ADDR": addr,
+		}), &secondOut, &secondOut)
+		if err == nil || !strings.Contains(err.Error(), "the data directory "+dir+" ") ||
+			!strings.Contains(err.Error(), fmt.Sprintf("in use by process %d", os.Getpid())) {
+			t.Errorf("second dev on %s (address %s): err = %v, want one naming the directory and process %d",
+				dir, addr, err, os.Getpid())
+		}
+		t.Logf("dev: a second dev on the directory (address %s) was refused after %v: %v",
+			addr, time.Since(refusedAt).Round(time.Millisecond), err)
 	}
-	t.Logf("dev: a second dev on the directory was refused after %v", time.Since(refusedAt).Round(time.Millisecond))
 	if status, _, err := post(first.addr, "/auth/login", credentials); err != nil || status != http.StatusOK {
 		t.Fatalf("the first dev lost its database after a refused second dev: %d %v", status, err)
 	}

@@ -63,17 +63,20 @@ func runDev(ctx context.Context, env environment, stdout, _ io.Writer) (err erro
 		return err
 	}
 	// Fail before anything starts when the port is taken, rather than
-	// after a cluster was initialised for nothing.
+	// after a cluster was initialised for nothing; when another dev has the
+	// data directory, which is the likelier story, say that instead.
 	if err := checkListen(cfg.HTTPAddr); err != nil {
+		if inUse := devDirInUse(pgcluster.InUse(dir), dir); inUse != nil {
+			return inUse
+		}
 		return err
 	}
 	cluster, err := pgcluster.Start(ctx, pgcluster.Options{
 		Dir: dir, Relocate: true, Exclusive: true,
 		Logf: func(format string, args ...any) { logger.Info(fmt.Sprintf(format, args...)) },
 	})
-	if inUse := (*pgcluster.InUseError)(nil); errors.As(err, &inUse) {
-		return fmt.Errorf("the data directory %s is in use by another saasapi dev: %w; "+
-			"set SAAS_API_DEV_DIR to use another", dir, inUse)
+	if inUse := devDirInUse(err, dir); inUse != nil {
+		return inUse
 	}
 	if err != nil {
 		return fmt.Errorf("start local PostgreSQL: %w", err)
@@ -103,6 +106,21 @@ func runDev(ctx context.Context, env environment, stdout, _ io.Writer) (err erro
 	}
 	logger.Info("schema migrated", slog.Int("version", int(version)))
 	return serve(ctx, cfg, url, logger, nil, func(addr string) { announce(logger, addr, cfg.DocsEnabled, url) })
+}
+
+// devDirInUse rewords a *pgcluster.InUseError for the data directory dir
+// as the person running dev sees it; any other error gives nil.
+func devDirInUse(err error, dir string) error {
+	var inUse *pgcluster.InUseError
+	if !errors.As(err, &inUse) {
+		return nil
+	}
+	where := dir
+	if inUse.Dir != dir {
+		where += " (its cluster is in " + inUse.Dir + ")"
+	}
+	return fmt.Errorf("the data directory %s is in use by %s: stop that first, "+
+		"or set SAAS_API_DEV_DIR to another directory", where, inUse.Holder())
 }
 
 // announce logs, once, the URLs a person opens: the API, its docs and

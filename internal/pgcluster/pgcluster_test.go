@@ -154,12 +154,18 @@ func TestExclusive(t *testing.T) {
 	if d := time.Since(began); d > 10*time.Second {
 		t.Errorf("the refusal took %v: it should not wait", d)
 	}
+	if err := InUse(dir); !errors.As(err, &inUse) || inUse.PID != os.Getpid() {
+		t.Errorf("InUse while held: %v, want an *InUseError naming process %d", err, os.Getpid())
+	}
 	var one int
 	if err := connect(t, c, "postgres").QueryRow(ctx, "SELECT 1").Scan(&one); err != nil {
 		t.Fatalf("the first holder's server is gone after a refused Start: %v", err)
 	}
 	if err := c.Stop(ctx); err != nil {
 		t.Fatal(err)
+	}
+	if err := InUse(dir); err != nil {
+		t.Errorf("InUse after Stop: %v", err)
 	}
 	start(t, Options{Dir: dir, Exclusive: true})
 }

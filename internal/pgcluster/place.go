@@ -94,14 +94,19 @@ type InUseError struct {
 }
 
 func (e *InUseError) Error() string {
-	who := "another process"
-	if e.PID > 0 {
-		who = "process " + strconv.Itoa(e.PID)
-		if e.Command != "" {
-			who += " (" + e.Command + ")"
-		}
+	return fmt.Sprintf("%s is in use by %s: stop it first, or use another directory", e.Dir, e.Holder())
+}
+
+// Holder names the process holding the directory: "process 12 (saasapi dev)".
+func (e *InUseError) Holder() string {
+	if e.PID <= 0 {
+		return "another process"
 	}
-	return fmt.Sprintf("%s is in use by %s: stop it first, or use another directory", e.Dir, who)
+	who := "process " + strconv.Itoa(e.PID)
+	if e.Command != "" {
+		who += " (" + e.Command + ")"
+	}
+	return who
 }
 
 // lockOwner takes the exclusive, lifetime lock of dir without waiting. The
@@ -112,21 +117,9 @@ func lockOwner(dir string) (*os.File, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+	if err := flockNow(f); err != nil {
 		_ = f.Close()
-		if !errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, fmt.Errorf("lock %s: %w", path, err)
-		}
-		inUse := &InUseError{Dir: dir}
-		// The holder writes its PID right after taking the lock; it may not
-		// have yet.
-		if b, err := os.ReadFile(path); err == nil {
-			if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pid > 0 {
-				inUse.PID = pid
-				inUse.Command = commandLine(pid)
-			}
-		}
-		return nil, inUse
+		return nil, err
 	}
 	err = f.Truncate(0)
 	if err == nil {
@@ -137,6 +130,50 @@ func lockOwner(dir string) (*os.File, error) {
 		return nil, err
 	}
 	return f, nil
+}
+
+// flockNow takes an exclusive flock on the lock file f without waiting; a
+// lock held elsewhere is an *InUseError naming the holder.
+func flockNow(f *os.File) error {
+	err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+	if err == nil {
+		return nil
+	}
+	if !errors.Is(err, syscall.EWOULDBLOCK) {
+		return fmt.Errorf("lock %s: %w", f.Name(), err)
+	}
+	inUse := &InUseError{Dir: filepath.Dir(f.Name())}
+	// The holder writes its PID right after taking the lock; it may not
+	// have yet.
+	if b, err := os.ReadFile(f.Name()); err == nil {
+		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pid > 0 {
+			inUse.PID = pid
+			inUse.Command = commandLine(pid)
+		}
+	}
+	return inUse
+}
+
+// InUse returns an *InUseError when an Exclusive Start holds the cluster
+// of dir, in dir itself or relocated, and nil otherwise. It creates
+// nothing, so a caller can ask before deciding to start.
+func InUse(dir string) error {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return err
+	}
+	for _, d := range []string{abs, relocatedDir(RelocationBase, abs)} {
+		f, err := os.Open(filepath.Join(d, ownerLockFile))
+		if err != nil {
+			continue // no lock file: never held
+		}
+		err = flockNow(f)
+		_ = f.Close() // releases the lock if we got it
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // commandLine returns the command line of pid from /proc, or "".
