@@ -10,7 +10,6 @@ import (
 	"runtime/debug"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
@@ -152,20 +151,6 @@ func TestVersionText(t *testing.T) {
 	}
 }
 
-// binary builds the program once per test binary.
-var binary = sync.OnceValues(func() (string, error) {
-	dir, err := os.MkdirTemp("", "saasapi-bin-")
-	if err != nil {
-		return "", err
-	}
-	path := filepath.Join(dir, "saasapi")
-	out, err := exec.Command("go", "build", "-o", path, ".").CombinedOutput()
-	if err != nil {
-		return "", errors.New(string(out))
-	}
-	return path, nil
-})
-
 // TestExitStatus runs the built program: help and version exit 0, a
 // command line that does not parse exits 2, a failure exits 1.
 func TestExitStatus(t *testing.T) {
@@ -173,11 +158,10 @@ func TestExitStatus(t *testing.T) {
 	if _, err := exec.LookPath("go"); err != nil {
 		t.Skip("go is not on PATH to build the program")
 	}
-	bin, err := binary()
-	if err != nil {
-		t.Fatal(err)
+	bin := filepath.Join(t.TempDir(), "saasapi")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
 	}
-	t.Cleanup(func() { _ = os.RemoveAll(filepath.Dir(bin)) })
 	env, _ := noSideEffects(t)
 	tests := []struct {
 		args   []string
