@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	apihttp "github.com/saasapi/saasapi/http"
 )
 
 // envOf returns a getenv that reads from vars, as the real environment would.
@@ -25,6 +27,11 @@ func defaultConfig(addr string) Config {
 		PasswordMinLength: 12,
 		HTTPAddr:          addr,
 		DevDir:            ".data",
+
+		LoginAccountRate:    apihttp.Rate{Events: 10, Per: 15 * time.Minute, Burst: 5},
+		LoginAddressRate:    apihttp.Rate{Events: 100, Per: time.Minute, Burst: 100},
+		RegisterAddressRate: apihttp.Rate{Events: 100, Per: time.Minute, Burst: 100},
+		LoginFailureWindow:  5 * time.Minute,
 	}
 }
 
@@ -71,6 +78,13 @@ func TestLoadConfig_Overrides(t *testing.T) {
 		{"SAAS_API_PPROF_ADDR", "127.0.0.1:6060", func(c *Config) { c.PprofAddr = "127.0.0.1:6060" }},
 		{"SAAS_API_PPROF_ADDR", "[::1]:6060", func(c *Config) { c.PprofAddr = "[::1]:6060" }},
 		{"SAAS_API_PPROF_ADDR", "localhost:6060", func(c *Config) { c.PprofAddr = "localhost:6060" }},
+		{"SAAS_API_LOGIN_ACCOUNT_RATE", "20/1h", func(c *Config) { c.LoginAccountRate = apihttp.Rate{Events: 20, Per: time.Hour, Burst: 5} }},
+		{"SAAS_API_LOGIN_ACCOUNT_RATE", "off", func(c *Config) { c.LoginAccountRate = apihttp.Rate{} }},
+		{"SAAS_API_LOGIN_ACCOUNT_BURST", "3", func(c *Config) { c.LoginAccountRate.Burst = 3 }},
+		{"SAAS_API_LOGIN_ADDRESS_RATE", "300/1m", func(c *Config) { c.LoginAddressRate = apihttp.Rate{Events: 300, Per: time.Minute, Burst: 300} }},
+		{"SAAS_API_REGISTER_ADDRESS_RATE", "OFF", func(c *Config) { c.RegisterAddressRate = apihttp.Rate{} }},
+		{"SAAS_API_LOGIN_FAILURE_WINDOW_SECONDS", "60", func(c *Config) { c.LoginFailureWindow = time.Minute }},
+		{"SAAS_API_TRUSTED_PROXIES", "10.0.0.0/8, 192.0.2.1,fd00::/8", func(c *Config) { c.TrustedProxies = "10.0.0.0/8, 192.0.2.1,fd00::/8" }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name+"="+tt.value, func(t *testing.T) {
@@ -109,6 +123,16 @@ func TestLoadConfig_RejectsInvalidValuesNamingTheVariable(t *testing.T) {
 		{"SAAS_API_PPROF_ADDR", "0.0.0.0:6060"},
 		{"SAAS_API_PPROF_ADDR", "10.0.0.5:6060"},
 		{"SAAS_API_PPROF_ADDR", "6060"},
+		{"SAAS_API_LOGIN_ACCOUNT_RATE", "10"},
+		{"SAAS_API_LOGIN_ACCOUNT_RATE", "0/1m"},
+		{"SAAS_API_LOGIN_ACCOUNT_RATE", "10/15"},
+		{"SAAS_API_LOGIN_ACCOUNT_RATE", "10/100ms"},
+		{"SAAS_API_LOGIN_ACCOUNT_BURST", "0"},
+		{"SAAS_API_LOGIN_ADDRESS_RATE", "many/1m"},
+		{"SAAS_API_REGISTER_ADDRESS_RATE", "100/48h"},
+		{"SAAS_API_LOGIN_FAILURE_WINDOW_SECONDS", "0"},
+		{"SAAS_API_TRUSTED_PROXIES", "10.0.0.0/33"},
+		{"SAAS_API_TRUSTED_PROXIES", "proxy.internal"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name+"="+tt.value, func(t *testing.T) {

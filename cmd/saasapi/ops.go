@@ -36,42 +36,38 @@ const projectionsUsage = `Usage:
                                 with the read tables; changes nothing
 `
 
-// runAudit runs `saasapi audit ...`.
-func runAudit(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	if len(args) == 1 && (args[0] == "-h" || args[0] == "--help") {
-		fmt.Fprint(stdout, auditUsage)
-		return nil
+const projectionsRebuildUsage = `Usage: saasapi projections rebuild
+
+Empty the read tables and replay every event into them, in one transaction
+against SAAS_API_DATABASE_URL; writers wait until it commits.
+`
+
+const projectionsVerifyUsage = `Usage: saasapi projections verify
+
+Replay every event into temporary copies of the read tables and compare them
+with the live ones; print the rows that differ. Changes nothing.
+`
+
+// auditVerifyFlags defines the flags of `saasapi audit verify`.
+func auditVerifyFlags(fs *flag.FlagSet) action {
+	org := fs.String("org", "", "verify only the ledger of this organisation (its ID)")
+	return func(ctx context.Context, env environment, stdout, stderr io.Writer) error {
+		return runAuditVerify(ctx, *org, env, stdout, stderr)
 	}
-	if len(args) == 0 || args[0] != "verify" {
-		fmt.Fprint(stderr, auditUsage)
-		return errUsage
-	}
-	fs := flag.NewFlagSet("saasapi audit verify", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {} // printed below, where -h asked for it or a flag was wrong
-	org := fs.String("org", "", "verify only the ledger of this organisation")
-	if err := fs.Parse(args[1:]); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprint(stdout, auditUsage)
-			return nil
-		}
-		fmt.Fprint(stderr, "\n"+auditUsage)
-		return errUsage
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "saasapi audit verify: unexpected argument %q\n\n%s", fs.Arg(0), auditUsage)
-		return errUsage
-	}
+}
+
+// runAuditVerify runs `saasapi audit verify`.
+func runAuditVerify(ctx context.Context, org string, env environment, stdout, stderr io.Writer) error {
 	var orgID saasapi.ID
-	if *org != "" {
-		id, err := saasapi.ParseID(*org)
+	if org != "" {
+		id, err := saasapi.ParseID(org)
 		if err != nil {
-			return fmt.Errorf("audit verify: --org %q is not an organisation ID (a 26-character ULID)", *org)
+			return fmt.Errorf("audit verify: --org %q is not an organisation ID (a 26-character ULID)", org)
 		}
 		orgID = id
 	}
 
-	pool, err := opsPool(ctx, getenv, "audit verify")
+	pool, err := opsPool(ctx, env, stderr, "audit verify")
 	if err != nil {
 		return err
 	}
@@ -108,22 +104,14 @@ func chainFailure(err error) error {
 }
 
 // runProjections runs `saasapi projections rebuild|verify`.
-func runProjections(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	if len(args) == 1 && (args[0] == "-h" || args[0] == "--help") {
-		fmt.Fprint(stdout, projectionsUsage)
-		return nil
-	}
-	if len(args) != 1 || (args[0] != "rebuild" && args[0] != "verify") {
-		fmt.Fprint(stderr, projectionsUsage)
-		return errUsage
-	}
-	pool, err := opsPool(ctx, getenv, "projections "+args[0])
+func runProjections(ctx context.Context, which string, env environment, stdout, stderr io.Writer) error {
+	pool, err := opsPool(ctx, env, stderr, "projections "+which)
 	if err != nil {
 		return err
 	}
 	defer pool.Close()
 
-	if args[0] == "rebuild" {
+	if which == "rebuild" {
 		start := time.Now()
 		n, err := projections.Rebuild(ctx, pool, readEvents, func(format string, a ...any) {
 			fmt.Fprintf(stderr, format+"\n", a...)
@@ -160,11 +148,12 @@ func readEvents(ctx context.Context, tx pgx.Tx, after int64, limit int) ([]saasa
 }
 
 // opsPool connects to SAAS_API_DATABASE_URL with the credentials it holds.
-func opsPool(ctx context.Context, getenv func(string) string, command string) (*pgxpool.Pool, error) {
-	cfg, err := loadConfig(getenv, ":8000")
+func opsPool(ctx context.Context, env environment, stderr io.Writer, command string) (*pgxpool.Pool, error) {
+	cfg, err := loadConfig(env.get, ":8000")
 	if err != nil {
 		return nil, err
 	}
+	warnUnknownSettings(env, stderrWarner(stderr))
 	if cfg.DatabaseURL == "" {
 		return nil, fmt.Errorf("SAAS_API_DATABASE_URL is required for %s", command)
 	}
