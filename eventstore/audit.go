@@ -237,6 +237,7 @@ func queueLedger(b *pgx.Batch, g Guard, ledgerID saasapi.ID, ledgerType string, 
 		conds = append(conds, "sequence < $"+strconv.Itoa(len(args)))
 		offset = 0
 	}
+	bounds := ""
 	if len(window) > 0 {
 		// A time window: the page is read between the window's first and
 		// last sequence. The page is ordered by sequence, and the planner,
@@ -245,14 +246,18 @@ func queueLedger(b *pgx.Batch, g Guard, ledgerID saasapi.ID, ledgerType string, 
 		// reached the window (every event since the window, hundreds of
 		// milliseconds for a window a million events ago), or read the
 		// whole window from the time index and sort it. The bounds are
-		// sub-selects that run once, first (init plans), each one probe of
-		// the time index, so the window costs no round trip of its own; the
-		// inner query, which OFFSET 0 keeps the window's conditions out of,
-		// then scans the primary key between them, and the outer one drops
-		// the few events within the bounds but outside the window.
+		// found first, in the same statement, by one index-only scan of the
+		// window in the time index (the count in it keeps PostgreSQL from
+		// turning min and max into scans of the primary key filtered by
+		// time, which read every event after the window); the inner query,
+		// which OFFSET 0 keeps the window's conditions out of, then scans
+		// the primary key between the bounds, and the outer one drops the
+		// few events within the bounds but outside the window. So a window
+		// costs no round trip of its own.
 		within := strings.Join(append([]string{"ledger_id = $1"}, filter...), " AND ")
-		conds = append(conds, "sequence BETWEEN (SELECT min(sequence) FROM events WHERE "+within+
-			") AND (SELECT max(sequence) FROM events WHERE "+within+")")
+		bounds = `WITH w AS MATERIALIZED (SELECT min(sequence) AS lo, max(sequence) AS hi, count(*) AS n FROM events WHERE ` +
+			within + `) `
+		conds = append(conds, "sequence BETWEEN (SELECT lo FROM w) AND (SELECT hi FROM w)")
 	}
 	// Unfiltered, the total is the head's sequence: the sequence is
 	// gapless from 1, so this is exact, and it reads one row instead of
@@ -282,7 +287,7 @@ func queueLedger(b *pgx.Batch, g Guard, ledgerID saasapi.ID, ledgerType string, 
 	page := ` ORDER BY sequence DESC LIMIT $` + strconv.Itoa(len(args)-1) + ` OFFSET $` + strconv.Itoa(len(args))
 	listSQL := `SELECT ` + eventColumns + ` FROM events WHERE ` + strings.Join(conds, " AND ") + page
 	if len(window) > 0 {
-		listSQL = `SELECT ` + eventColumns + ` FROM (SELECT * FROM events WHERE ` +
+		listSQL = bounds + `SELECT ` + eventColumns + ` FROM (SELECT * FROM events WHERE ` +
 			strings.Join(conds, " AND ") + ` ORDER BY sequence DESC OFFSET 0) e WHERE ` + strings.Join(window, " AND ") + page
 	}
 	b.Queue(listSQL, args...).Query(func(rows pgx.Rows) error {
