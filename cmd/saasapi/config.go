@@ -50,6 +50,7 @@ type Config struct {
 	PasswordMinLength int           // PASSWORD_MIN_LENGTH, in characters
 	HTTPAddr          string        // HTTP_ADDR, the listen address
 	DevDir            string        // DEV_DIR, where dev keeps its PostgreSQL cluster
+	PprofAddr         string        // PPROF_ADDR, a loopback address for net/http/pprof; empty (default) for none
 
 	// Abuse limits, per replica (apihttp.Throttle).
 	LoginAccountRate    apihttp.Rate  // LOGIN_ACCOUNT_RATE and LOGIN_ACCOUNT_BURST: failed sign-ins per account and address
@@ -82,6 +83,7 @@ func loadConfig(getenv func(string) string, defaultAddr string) (Config, error) 
 		JWTIssuer:   get("JWT_ISSUER", "multi-tenant-saas-api-local"),
 		HTTPAddr:    get("HTTP_ADDR", defaultAddr),
 		DevDir:      get("DEV_DIR", ".data"),
+		PprofAddr:   get("PPROF_ADDR", ""),
 	}
 
 	var errs []error
@@ -119,6 +121,7 @@ func loadConfig(getenv func(string) string, defaultAddr string) (Config, error) 
 	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
 		errs = append(errs, fmt.Errorf("%sHTTP_ADDR: %q is not a host:port listen address: %w", envPrefix, c.HTTPAddr, err))
 	}
+	errs = append(errs, checkPprofAddr(c.PprofAddr))
 
 	if err := errors.Join(errs...); err != nil {
 		return Config{}, err
