@@ -87,6 +87,86 @@ func Rebuild(ctx context.Context, pool *pgxpool.Pool, next EventReader, logf fun
 	return events, nil
 }
 
+// LedgerReader returns up to limit events of one ledger with a sequence
+// greater than after, in sequence order, read through tx
+// (eventstore.ReadLedger fits).
+type LedgerReader func(ctx context.Context, tx pgx.Tx, ledgerID saasapi.ID, after int64, limit int) ([]saasapi.Event, error)
+
+// ErrNoOrganisation is RebuildOrg's answer for an ID that names no
+// organisation ledger.
+var ErrNoOrganisation = errors.New("no organisation ledger has this ID")
+
+// RebuildOrg rebuilds the rows of one organisation: it empties that
+// organisation's rows of the tables in orgColumns and replays its ledger
+// into them through the same handlers as Rebuild, then recomputes its
+// aggregate rows. Other organisations' rows and the tables of no
+// organisation (GlobalTables) are left as they are; every organisation
+// event belongs to the organisation's own ledger, so no other ledger can
+// write its rows.
+//
+// It runs in one transaction holding the organisation's ledger row (FOR
+// UPDATE, as a writer of it would): only that organisation's writers wait,
+// everyone else goes on.
+func RebuildOrg(ctx context.Context, pool *pgxpool.Pool, org saasapi.ID, next LedgerReader, logf func(string, ...any)) (events int64, err error) {
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("rebuild %s: begin: %w", org, err)
+	}
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	var ledgerType string
+	err = tx.QueryRow(ctx, `SELECT ledger_type FROM ledgers WHERE ledger_id = $1 FOR UPDATE`, org).Scan(&ledgerType)
+	if errors.Is(err, pgx.ErrNoRows) || (err == nil && ledgerType != saasapi.LedgerOrganisation) {
+		return 0, fmt.Errorf("rebuild %s: %w", org, ErrNoOrganisation)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("rebuild %s: lock its ledger: %w", org, err)
+	}
+	locked := time.Now()
+	for _, table := range Tables {
+		col, ok := orgColumns[table]
+		if !ok {
+			continue
+		}
+		if _, err := tx.Exec(ctx, `DELETE FROM `+pgx.Identifier{table}.Sanitize()+` WHERE `+pgx.Identifier{col}.Sanitize()+` = $1`, org); err != nil {
+			return 0, fmt.Errorf("rebuild %s: empty its %s: %w", org, table, err)
+		}
+	}
+	var after int64
+	for {
+		evs, err := next(ctx, tx, org, after, replayBatch)
+		if err != nil {
+			return events, fmt.Errorf("rebuild %s: read events after sequence %d: %w", org, after, err)
+		}
+		if len(evs) > 0 {
+			b := &pgx.Batch{}
+			for _, e := range evs {
+				if err := apply(b, e, false); err != nil {
+					return events, fmt.Errorf("rebuild %s: event %s at sequence %d: %w", org, e.ID, e.Sequence, err)
+				}
+			}
+			if err := tx.SendBatch(ctx, b).Close(); err != nil {
+				return events, fmt.Errorf("rebuild %s: apply events at sequences %d to %d: %w", org, evs[0].Sequence, evs[len(evs)-1].Sequence, err)
+			}
+			events += int64(len(evs))
+			after = evs[len(evs)-1].Sequence
+		}
+		if len(evs) < replayBatch {
+			break
+		}
+	}
+	if err := recomputeOrgAggregates(ctx, tx, org); err != nil {
+		return events, fmt.Errorf("rebuild %s: %w", org, err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return events, fmt.Errorf("rebuild %s: commit: %w", org, err)
+	}
+	logf("rebuild: replayed %d events of organisation %s; its writers waited %s", events, org, time.Since(locked).Round(time.Millisecond))
+	return events, nil
+}
+
 func rate(n int64, d time.Duration) float64 {
 	if d <= 0 {
 		return 0

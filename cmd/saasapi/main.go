@@ -28,9 +28,10 @@ Usage:
   saasapi audit verify [--org ID]
                      recompute every ledger's hash chain (or one
                      organisation's) from the stored rows and check the heads
-  saasapi projections rebuild
+  saasapi projections rebuild [--org ID]
                      replay all events into the emptied read tables; writers
-                     wait until it commits
+                     wait until it commits (--org: one organisation's rows,
+                     only its writers wait)
   saasapi projections verify
                      prove that the read tables equal a replay of the events;
                      changes nothing
@@ -111,9 +112,7 @@ var subcommands = []command{
 		return runMigrate(ctx, env, stdout, stderr)
 	})},
 	{"audit verify", auditUsage, auditVerifyFlags},
-	{"projections rebuild", projectionsRebuildUsage, noFlags(func(ctx context.Context, env environment, stdout, stderr io.Writer) error {
-		return runProjections(ctx, "rebuild", env, stdout, stderr)
-	})},
+	{"projections rebuild", projectionsRebuildUsage, projectionsRebuildFlags},
 	{"projections verify", projectionsVerifyUsage, noFlags(func(ctx context.Context, env environment, stdout, stderr io.Writer) error {
 		return runProjections(ctx, "verify", env, stdout, stderr)
 	})},

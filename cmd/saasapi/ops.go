@@ -30,17 +30,59 @@ stored rows and check it against the ledgers' heads; see docs/audit.md.
 `
 
 const projectionsUsage = `Usage:
-  saasapi projections rebuild   replay every event into emptied read tables
-                                (writers wait until it commits)
+  saasapi projections rebuild [--org ID]
+                                replay every event into emptied read tables
+                                (writers wait until it commits), or only one
+                                organisation's events into its rows
   saasapi projections verify    replay into temporary copies and compare
                                 with the read tables; changes nothing
 `
 
-const projectionsRebuildUsage = `Usage: saasapi projections rebuild
+const projectionsRebuildUsage = `Usage: saasapi projections rebuild [--org ID]
 
 Empty the read tables and replay every event into them, in one transaction
-against SAAS_API_DATABASE_URL; writers wait until it commits.
+against SAAS_API_DATABASE_URL; writers wait until it commits. With --org,
+empty and replay only that organisation's rows (its ledger): only its
+writers wait, and other organisations and the users table are untouched.
 `
+
+// projectionsRebuildFlags defines the flags of `saasapi projections rebuild`.
+func projectionsRebuildFlags(fs *flag.FlagSet) action {
+	org := fs.String("org", "", "rebuild only the rows of this organisation (its ID)")
+	return func(ctx context.Context, env environment, stdout, stderr io.Writer) error {
+		if *org == "" {
+			return runProjections(ctx, "rebuild", env, stdout, stderr)
+		}
+		return runRebuildOrg(ctx, *org, env, stdout, stderr)
+	}
+}
+
+// runRebuildOrg runs `saasapi projections rebuild --org ID`.
+func runRebuildOrg(ctx context.Context, org string, env environment, stdout, stderr io.Writer) error {
+	orgID, err := saasapi.ParseID(org)
+	if err != nil {
+		return fmt.Errorf("projections rebuild: --org %q is not an organisation ID (a 26-character ULID)", org)
+	}
+	pool, err := opsPool(ctx, env, stderr, "projections rebuild")
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	start := time.Now()
+	n, err := projections.RebuildOrg(ctx, pool, orgID, readLedger, func(format string, a ...any) {
+		fmt.Fprintf(stderr, format+"\n", a...)
+	})
+	if errors.Is(err, projections.ErrNoOrganisation) {
+		return fmt.Errorf("projections rebuild: there is no organisation %s", orgID)
+	}
+	if err != nil {
+		return fmt.Errorf("projections rebuild: %w", err)
+	}
+	elapsed := time.Since(start)
+	fmt.Fprintf(stdout, "rebuilt the rows of organisation %s from %d events in %s (%.0f events/s)\n",
+		orgID, n, elapsed.Round(time.Millisecond), float64(n)/elapsed.Seconds())
+	return nil
+}
 
 const projectionsVerifyUsage = `Usage: saasapi projections verify
 
@@ -145,6 +187,12 @@ func runProjections(ctx context.Context, which string, env environment, stdout, 
 // eventstore.
 func readEvents(ctx context.Context, tx pgx.Tx, after int64, limit int) ([]saasapi.Event, error) {
 	return eventstore.ReadAll(ctx, tx, after, limit)
+}
+
+// readLedger is the per-ledger reader that a rebuild of one organisation
+// replays.
+func readLedger(ctx context.Context, tx pgx.Tx, ledgerID saasapi.ID, after int64, limit int) ([]saasapi.Event, error) {
+	return eventstore.ReadLedger(ctx, tx, ledgerID, after, limit)
 }
 
 // opsPool connects to SAAS_API_DATABASE_URL with the credentials it holds.

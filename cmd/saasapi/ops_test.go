@@ -652,3 +652,37 @@ func (g *generator) org(ctx context.Context, t *testing.T, index, n int) generat
 	flush()
 	return o
 }
+
+// TestProjectionsRebuildOrg: `projections rebuild --org ID` repairs that
+// organisation's rows and leaves another drifted table as it was.
+func TestProjectionsRebuildOrg(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	w := newOpsWorld(t)
+	if _, err := w.pool.Exec(ctx, `UPDATE organisations SET name = 'tampered' WHERE id = $1`, w.org); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.pool.Exec(ctx, `UPDATE users SET display_name = 'tampered'`); err != nil {
+		t.Fatal(err)
+	}
+	out, _, err := w.run(t, "projections", "rebuild", "--org", string(w.org))
+	if err != nil || !strings.HasPrefix(out, "rebuilt the rows of organisation "+string(w.org)+" from ") {
+		t.Fatalf("projections rebuild --org: %q, %v", out, err)
+	}
+	var name string
+	if err := w.pool.QueryRow(ctx, `SELECT name FROM organisations WHERE id = $1`, w.org).Scan(&name); err != nil || name == "tampered" {
+		t.Fatalf("rebuild --org left the organisation's name %q, %v", name, err)
+	}
+	var tampered int
+	if err := w.pool.QueryRow(ctx, `SELECT count(*) FROM users WHERE display_name = 'tampered'`).Scan(&tampered); err != nil || tampered == 0 {
+		t.Fatalf("rebuild --org touched the users table: %d tampered rows left, %v", tampered, err)
+	}
+	id := saasapi.NewID()
+	if _, _, err := w.run(t, "projections", "rebuild", "--org", string(id)); err == nil ||
+		err.Error() != "projections rebuild: there is no organisation "+string(id) {
+		t.Errorf("rebuild --org of an unknown organisation: %v", err)
+	}
+	if _, _, err := w.run(t, "projections", "rebuild", "--org", "nope"); err == nil || !strings.Contains(err.Error(), `--org "nope"`) {
+		t.Errorf("a malformed --org: %v", err)
+	}
+}
