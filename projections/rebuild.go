@@ -24,8 +24,9 @@ type EventReader func(ctx context.Context, tx pgx.Tx, after int64, limit int) ([
 // megabytes in memory.
 const replayBatch = 5000
 
-// progressEvery is how often (in events) a rebuild reports progress.
-const progressEvery = 100_000
+// Progress is told, after every batch of a replay, how many events are
+// done out of how many the replay's snapshot holds.
+type Progress func(done, total int64)
 
 // Rebuild empties the read tables (Tables) and replays every event into
 // them, by position, through Apply: the same code that commands run inline.
@@ -50,7 +51,9 @@ const progressEvery = 100_000
 // slow to rebuild: PostgreSQL cannot prune the row versions that one
 // transaction leaves behind before it commits, so each update of the row
 // walks every earlier one, and the replay grows quadratically.
-func Rebuild(ctx context.Context, pool *pgxpool.Pool, next EventReader, logf func(string, ...any)) (events int64, err error) {
+//
+// progress, if given, is told after every batch how far the replay is.
+func Rebuild(ctx context.Context, pool *pgxpool.Pool, next EventReader, logf func(string, ...any), progress ...Progress) (events int64, err error) {
 	if logf == nil {
 		logf = func(string, ...any) {}
 	}
@@ -70,9 +73,7 @@ func Rebuild(ctx context.Context, pool *pgxpool.Pool, next EventReader, logf fun
 		}
 	}
 	replayStart := time.Now()
-	events, err = replay(ctx, tx, next, func(n int64) {
-		logf("rebuild: %d events replayed (%.0f events/s)", n, rate(n, time.Since(replayStart)))
-	})
+	events, err = replay(ctx, tx, next, progress)
 	if err != nil {
 		return 0, fmt.Errorf("rebuild: %w", err)
 	}
@@ -175,10 +176,19 @@ func rate(n int64, d time.Duration) float64 {
 }
 
 // replay applies every event that next returns, in batches: one round trip
-// reads a batch, one more applies it. progress, if not nil, is called every
-// progressEvery events.
-func replay(ctx context.Context, tx pgx.Tx, next EventReader, progress func(int64)) (int64, error) {
-	var n, after int64
+// reads a batch, one more applies it. Each of progress is told the number
+// of events in tx's snapshot first and then, after every batch, how many
+// are done.
+func replay(ctx context.Context, tx pgx.Tx, next EventReader, progress []Progress) (int64, error) {
+	var n, after, total int64
+	if len(progress) > 0 {
+		if err := tx.QueryRow(ctx, `SELECT count(*) FROM events`).Scan(&total); err != nil {
+			return 0, fmt.Errorf("count events: %w", err)
+		}
+		for _, p := range progress {
+			p(0, total)
+		}
+	}
 	for {
 		evs, err := next(ctx, tx, after, replayBatch)
 		if err != nil {
@@ -196,10 +206,10 @@ func replay(ctx context.Context, tx pgx.Tx, next EventReader, progress func(int6
 		if err := tx.SendBatch(ctx, b).Close(); err != nil {
 			return n, fmt.Errorf("apply events at positions %d to %d: %w", evs[0].Position, evs[len(evs)-1].Position, err)
 		}
-		if progress != nil && (n+int64(len(evs)))/progressEvery > n/progressEvery {
-			progress(n + int64(len(evs)))
-		}
 		n += int64(len(evs))
+		for _, p := range progress {
+			p(n, total)
+		}
 		after = evs[len(evs)-1].Position
 		if len(evs) < replayBatch {
 			return n, recomputeAggregates(ctx, tx)
@@ -244,7 +254,9 @@ const MaxDiffsPerTable = 10
 // a projection does. Closing the connection drops the copies. The session's
 // temp_buffers are sized to the live tables (64 MB to 4 GB), so that the
 // copies stay in memory.
-func Verify(ctx context.Context, pool *pgxpool.Pool, next EventReader) (events int64, diffs []Diff, err error) {
+//
+// progress, if given, is told after every batch how far the replay is.
+func Verify(ctx context.Context, pool *pgxpool.Pool, next EventReader, progress ...Progress) (events int64, diffs []Diff, err error) {
 	conn, err := pgx.ConnectConfig(ctx, pool.Config().ConnConfig.Copy())
 	if err != nil {
 		return 0, nil, fmt.Errorf("verify: connect: %w", err)
@@ -277,7 +289,7 @@ func Verify(ctx context.Context, pool *pgxpool.Pool, next EventReader) (events i
 	}
 	// Read-only: there is nothing to commit, ever.
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
-	if events, err = replay(ctx, tx, next, nil); err != nil {
+	if events, err = replay(ctx, tx, next, progress); err != nil {
 		return 0, nil, fmt.Errorf("verify: replay: %w", err)
 	}
 	for _, lt := range tables {

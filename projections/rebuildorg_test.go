@@ -96,3 +96,30 @@ func tablesOf(diffs []projections.Diff) []string {
 }
 
 func contains(s, sub string) bool { return sub != "" && strings.Contains(s, sub) }
+
+// TestReplayReportsProgress: Verify and Rebuild tell their progress
+// functions the total first and end with every event done.
+func TestReplayReportsProgress(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	w := newWorld(t)
+	total := w.countEvents(t)
+	for name, run := range map[string]func(projections.Progress) error{
+		"Verify": func(p projections.Progress) error {
+			_, _, err := projections.Verify(ctx, w.db.Pool, readEvents, p)
+			return err
+		},
+		"Rebuild": func(p projections.Progress) error {
+			_, err := projections.Rebuild(ctx, w.db.Pool, readEvents, nil, p)
+			return err
+		},
+	} {
+		var calls [][2]int64
+		if err := run(func(done, total int64) { calls = append(calls, [2]int64{done, total}) }); err != nil {
+			t.Fatal(err)
+		}
+		if len(calls) < 2 || calls[0] != [2]int64{0, total} || calls[len(calls)-1] != [2]int64{total, total} {
+			t.Errorf("%s reported %v; want (0, %d) first and (%d, %d) last", name, calls, total, total, total)
+		}
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/saasapi/saasapi"
 	"github.com/saasapi/saasapi/eventstore"
+	"github.com/saasapi/saasapi/internal/progress"
 	"github.com/saasapi/saasapi/projections"
 )
 
@@ -126,10 +127,15 @@ func runAuditVerify(ctx context.Context, org string, env environment, stdout, st
 		fmt.Fprintf(stdout, "verified 1 ledger, %d events\n", n)
 		return nil
 	}
-	ledgers, events, err := eventstore.VerifyAll(ctx, pool, nil)
+	meter := progress.New(stderr, "audit verify")
+	if total, err := eventstore.CountEvents(ctx, pool); err == nil {
+		meter.SetTotal(total) // only for the ETA: writers may add more meanwhile
+	}
+	ledgers, events, err := eventstore.VerifyAll(ctx, pool, func(_ saasapi.ID, count int64) { meter.Add(count) })
 	if err != nil {
 		return chainFailure(err)
 	}
+	meter.Finish()
 	fmt.Fprintf(stdout, "verified %d ledgers, %d events\n", ledgers, events)
 	return nil
 }
@@ -153,24 +159,31 @@ func runProjections(ctx context.Context, which string, env environment, stdout, 
 	}
 	defer pool.Close()
 
+	meter := progress.New(stderr, "projections "+which)
+	report := func(done, total int64) {
+		meter.SetTotal(total)
+		meter.Done(done)
+	}
 	if which == "rebuild" {
 		start := time.Now()
 		n, err := projections.Rebuild(ctx, pool, readEvents, func(format string, a ...any) {
 			fmt.Fprintf(stderr, format+"\n", a...)
-		})
+		}, report)
 		if err != nil {
 			return fmt.Errorf("projections rebuild: %w", err)
 		}
+		meter.Finish()
 		elapsed := time.Since(start)
 		fmt.Fprintf(stdout, "rebuilt the read tables from %d events in %s (%.0f events/s)\n",
 			n, elapsed.Round(time.Millisecond), float64(n)/elapsed.Seconds())
 		return nil
 	}
 
-	n, diffs, err := projections.Verify(ctx, pool, readEvents)
+	n, diffs, err := projections.Verify(ctx, pool, readEvents, report)
 	if err != nil {
 		return fmt.Errorf("projections verify: %w", err)
 	}
+	meter.Finish()
 	if len(diffs) == 0 {
 		fmt.Fprintf(stdout, "read tables match a replay of %d events\n", n)
 		return nil
