@@ -29,9 +29,9 @@ Usage:
                      recompute every ledger's hash chain (or one
                      organisation's) from the stored rows and check the heads
   saasapi projections rebuild [--org ID]
-                     replay all events into the emptied read tables; writers
-                     wait until it commits (--org: one organisation's rows,
-                     only its writers wait)
+                     replay all events into new read tables and swap them in;
+                     writers wait only for the swap (--org: one
+                     organisation's rows, only its writers wait)
   saasapi projections verify
                      prove that the read tables equal a replay of the events;
                      changes nothing

@@ -32,17 +32,19 @@ stored rows and check it against the ledgers' heads; see docs/audit.md.
 
 const projectionsUsage = `Usage:
   saasapi projections rebuild [--org ID]
-                                replay every event into emptied read tables
-                                (writers wait until it commits), or only one
-                                organisation's events into its rows
+                                replay every event into new read tables and
+                                swap them in (writers wait only for the swap),
+                                or one organisation's events into its rows
   saasapi projections verify    replay into temporary copies and compare
                                 with the read tables; changes nothing
 `
 
 const projectionsRebuildUsage = `Usage: saasapi projections rebuild [--org ID]
 
-Empty the read tables and replay every event into them, in one transaction
-against SAAS_API_DATABASE_URL; writers wait until it commits. With --org,
+Replay every event into new copies of the read tables while the service goes
+on writing, catch up, and swap them in under the ledgers lock in a short
+final step (writers wait only for that step); a failure leaves the live
+tables untouched. Connects to SAAS_API_DATABASE_URL. With --org,
 empty and replay only that organisation's rows (its ledger): only its
 writers wait, and other organisations and the users table are untouched.
 `
