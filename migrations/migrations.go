@@ -58,6 +58,19 @@ func Migrate(ctx context.Context, conn *pgx.Conn) (int32, error) {
 	return m.GetCurrentVersion(ctx)
 }
 
+// MigrateTo brings the database behind conn to the given version; tests of
+// a migration use it to set up the schema that migration finds.
+func MigrateTo(ctx context.Context, conn *pgx.Conn, version int32) error {
+	m, err := newMigrator(ctx, conn)
+	if err != nil {
+		return err
+	}
+	if err := m.MigrateTo(ctx, version); err != nil {
+		return fmt.Errorf("migrate to version %d: %w", version, err)
+	}
+	return nil
+}
+
 // Latest returns the version the embedded migrations lead to.
 func Latest() int32 {
 	entries, err := fs.Glob(sqlFS(), "*.sql")
