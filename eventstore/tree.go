@@ -123,9 +123,32 @@ func hashesParam(hs []tlog.Hash) [][]byte {
 	return out
 }
 
-// ErrBadTreeSize is returned for a proof request whose sizes the tree cannot
-// answer: zero, beyond the tree, or a from greater than to.
+// ErrBadTreeSize is what a TreeSizeError is: a proof request whose sizes the
+// tree cannot answer (zero, beyond the tree, or a from greater than to).
 var ErrBadTreeSize = errors.New("tree size out of range")
+
+// TreeSizeError names the proof parameter that is out of range.
+type TreeSizeError struct {
+	Field   string
+	Message string
+}
+
+func (e *TreeSizeError) Error() string { return e.Field + ": " + e.Message }
+
+// Is makes errors.Is(err, ErrBadTreeSize) true.
+func (e *TreeSizeError) Is(target error) bool { return target == ErrBadTreeSize }
+
+// checkSizes returns a TreeSizeError unless 1 <= lo <= hi <= size; loField
+// and hiField name lo and hi.
+func checkSizes(lo, hi, size int64, loField, hiField string) error {
+	switch {
+	case hi < 1 || hi > size:
+		return &TreeSizeError{Field: hiField, Message: fmt.Sprintf("%s must be from 1 to the tree size, %d", hiField, size)}
+	case lo < 1 || lo > hi:
+		return &TreeSizeError{Field: loField, Message: fmt.Sprintf("%s must be from 1 to %s", loField, hiField)}
+	}
+	return nil
+}
 
 // storedHashReader reads stored hashes of one ledger's tree from
 // ledger_tree_hashes in one query per call (tlog asks for every hash a proof
@@ -174,8 +197,8 @@ func InclusionProof(ctx context.Context, q Querier, ledgerID saasapi.ID, seq, tr
 	if err != nil {
 		return nil, err
 	}
-	if seq < 1 || treeSize < seq || treeSize > head.Tree.Size {
-		return nil, ErrBadTreeSize
+	if err := checkSizes(seq, treeSize, head.Tree.Size, "sequence", "tree_size"); err != nil {
+		return nil, err
 	}
 	return tlog.ProveRecord(treeSize, seq-1, storedHashReader(ctx, q, ledgerID))
 }
@@ -188,10 +211,30 @@ func ConsistencyProof(ctx context.Context, q Querier, ledgerID saasapi.ID, from,
 	if err != nil {
 		return nil, err
 	}
-	if from < 1 || to < from || to > head.Tree.Size {
-		return nil, ErrBadTreeSize
+	if err := checkSizes(from, to, head.Tree.Size, "from", "to"); err != nil {
+		return nil, err
 	}
 	return tlog.ProveTree(to, from, storedHashReader(ctx, q, ledgerID))
+}
+
+// AuditInclusionProof is InclusionProof for the authorized organisation's
+// ledger.
+func AuditInclusionProof(ctx context.Context, q Querier, a saasapi.Access, seq, treeSize int64) (tlog.RecordProof, error) {
+	ledgerID, err := scopeOf(a)
+	if err != nil {
+		return nil, err
+	}
+	return InclusionProof(ctx, q, ledgerID, seq, treeSize)
+}
+
+// AuditConsistencyProof is ConsistencyProof for the authorized
+// organisation's ledger.
+func AuditConsistencyProof(ctx context.Context, q Querier, a saasapi.Access, from, to int64) (tlog.TreeProof, error) {
+	ledgerID, err := scopeOf(a)
+	if err != nil {
+		return nil, err
+	}
+	return ConsistencyProof(ctx, q, ledgerID, from, to)
 }
 
 // StoredRoot returns the root of the ledger's tree of size n computed from

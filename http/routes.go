@@ -18,6 +18,9 @@ func (s *Server) routes() {
 		s.docsRoutes(r)
 	}
 
+	// The key that verifies every ledger checkpoint (audit.go, ledger.go).
+	r.Get("/ledger/verifier-key", s.handleVerifierKey())
+
 	r.Post("/auth/register", s.handleRegister())
 	r.Post("/auth/login", s.handleLogin())
 
@@ -26,6 +29,7 @@ func (s *Server) routes() {
 		r.Use(s.requireUser)
 		r.Get("/me", s.handleMe())
 		r.Get("/me/audit-events", s.handleMyAuditEvents())
+		r.Get("/me/audit-events/checkpoint", s.handleMyAuditCheckpoint())
 
 		r.Post("/orgs", s.handleCreateOrganisation())
 		r.Get("/orgs", s.handleListOrganisations())
@@ -44,6 +48,9 @@ func (s *Server) routes() {
 		r.Get("/orgs/{organisation_id}/audit-events", s.handleListAuditEvents())
 		r.Get("/orgs/{organisation_id}/audit-events/head", s.handleAuditHead())
 		r.Get("/orgs/{organisation_id}/audit-events/export", s.handleExportAuditEvents())
+		r.Get("/orgs/{organisation_id}/audit-events/checkpoint", s.handleAuditCheckpoint())
+		r.Get("/orgs/{organisation_id}/audit-events/proof/inclusion", s.handleInclusionProof())
+		r.Get("/orgs/{organisation_id}/audit-events/proof/consistency", s.handleConsistencyProof())
 	})
 
 	// Project routes: a signed-in user, or an API key of the organisation.
