@@ -21,9 +21,19 @@ Usage:
                      address :8000); never starts a database
   saasapi migrate    apply the embedded migrations to SAAS_API_DATABASE_URL and
                      print the schema version
-  saasapi audit verify [--org ID]
-                     recompute every ledger's hash chain (or one
-                     organisation's) from the stored rows and check the heads
+  saasapi audit verify [--org ID] [--pin SEQUENCE:HASH]
+                     [--checkpoint FILE --key VERIFIER_KEY]
+                     recompute every ledger's hash chain and Merkle tree (or
+                     one organisation's) from the stored events and check the
+                     heads, the stored trees and a pinned hash or checkpoint
+  saasapi audit verify-export --checkpoint FILE --key VERIFIER_KEY [--file F]
+                     verify an NDJSON export against a signed checkpoint, with
+                     no database
+  saasapi audit monitor --url URL --org ID --token-file F --state DIR
+                     witness: check that the ledger extends the last
+                     checkpoint seen
+  saasapi audit keygen
+                     generate a checkpoint signing key
   saasapi projections rebuild
                      replay all events into the emptied read tables; writers
                      wait until it commits
@@ -42,11 +52,20 @@ func main() {
 		if !errors.Is(err, errUsage) {
 			fmt.Fprintln(os.Stderr, "saasapi:", err)
 		}
-		os.Exit(1)
+		os.Exit(exitCode(err))
 	}
 }
 
 var errUsage = errors.New("usage")
+
+// exitCode is the exit status for the error run returned: 2 for a usage
+// error, 1 for anything else (a failed verification among them).
+func exitCode(err error) int {
+	if errors.Is(err, errUsage) {
+		return 2
+	}
+	return 1
+}
 
 // run is the whole program; tests call it with their own arguments,
 // environment and output, and cancel ctx to stop it.

@@ -226,8 +226,12 @@ func TestDevKeepsDataAcrossRestarts(t *testing.T) {
 	if err != nil || status != http.StatusCreated {
 		t.Fatalf("register: %d %v", status, err)
 	}
+	firstKey := verifierKeyOf(t, first.addr)
 	if err := first.stop(); err != nil {
 		t.Fatalf("first run stopped with %v; logs:\n%s", err, first.logs.String())
+	}
+	if fi, err := os.Stat(filepath.Join(dir, devKeyFile)); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("dev's ledger signing key file: %v, %v; want it private to its owner", fi, err)
 	}
 	for _, line := range []string{`"msg":"shutting down"`, `"msg":"local PostgreSQL stopped"`} {
 		if !strings.Contains(first.logs.String(), line) {
@@ -242,9 +246,27 @@ func TestDevKeepsDataAcrossRestarts(t *testing.T) {
 	if err != nil || status != http.StatusOK || body["token_type"] != "bearer" {
 		t.Fatalf("login after restart: %d %v %v", status, body, err)
 	}
+	if key := verifierKeyOf(t, second.addr); key != firstKey {
+		t.Errorf("the verifier key changed across restarts: %q, then %q", firstKey, key)
+	}
 	if err := second.stop(); err != nil {
 		t.Fatalf("second run stopped with %v", err)
 	}
+}
+
+// verifierKeyOf fetches the ledger verifier key of the server at addr.
+func verifierKeyOf(t *testing.T, addr string) string {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/ledger/verifier-key") //nolint:noctx // a test's one-off request
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK || !strings.Contains(string(b), "+") {
+		t.Fatalf("GET /ledger/verifier-key: %d %q %v", resp.StatusCode, b, err)
+	}
+	return string(b)
 }
 
 // TestServeIsNotReadyUntilMigrated starts serve against an empty database:

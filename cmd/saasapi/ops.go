@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -23,10 +24,21 @@ import (
 // see). Results go to stdout, progress to stderr; a failed check returns an
 // error, so the exit status is non-zero.
 
-const auditUsage = `Usage: saasapi audit verify [--org ID]
+const auditUsage = `Usage:
+  saasapi audit verify [--org ID] [--pin SEQUENCE:HASH] [--checkpoint FILE --key VERIFIER_KEY]
+  saasapi audit verify-export --checkpoint FILE --key VERIFIER_KEY [--file EXPORT]
+  saasapi audit monitor --url BASE_URL --org ID --token-file F --state DIR [--key VERIFIER_KEY]
+  saasapi audit keygen [--name NAME]
 
-Recompute the hash chain of every ledger (or of one organisation's) from the
-stored rows and check it against the ledgers' heads; see docs/audit.md.
+verify recomputes the hash chain and Merkle tree of every ledger (or of one
+organisation's) from the stored events and checks them against the ledgers'
+rows and stored tree. --pin also requires the event at SEQUENCE to have
+exactly that hash (hex); --checkpoint requires the root of the tree
+recomputed from the events at the checkpoint's size to be the root signed in
+it (the ledger is the one the checkpoint's origin names). verify-export needs
+no database; monitor is a witness run from another machine; keygen makes a
+checkpoint signing key. Exit status: 0 verified, 1 integrity failure, 2 usage.
+See docs/audit.md.
 `
 
 const projectionsUsage = `Usage:
@@ -42,6 +54,16 @@ func runAudit(ctx context.Context, args []string, getenv func(string) string, st
 		fmt.Fprint(stdout, auditUsage)
 		return nil
 	}
+	if len(args) > 0 {
+		switch args[0] {
+		case "verify-export":
+			return runVerifyExport(args[1:], os.Stdin, stdout, stderr)
+		case "monitor":
+			return runMonitor(ctx, args[1:], stdout, stderr)
+		case "keygen":
+			return runKeygen(args[1:], getenv, stdout, stderr)
+		}
+	}
 	if len(args) == 0 || args[0] != "verify" {
 		fmt.Fprint(stderr, auditUsage)
 		return errUsage
@@ -50,6 +72,10 @@ func runAudit(ctx context.Context, args []string, getenv func(string) string, st
 	fs.SetOutput(stderr)
 	fs.Usage = func() {} // printed below, where -h asked for it or a flag was wrong
 	org := fs.String("org", "", "verify only the ledger of this organisation")
+	var pin pinFlag
+	fs.Var(&pin, "pin", "require the event at SEQUENCE to have HASH (hex)")
+	checkpoint := fs.String("checkpoint", "", "require the tree to match this signed checkpoint")
+	key := fs.String("key", "", "the checkpoint's verifier key, or a file holding it")
 	if err := fs.Parse(args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprint(stdout, auditUsage)
@@ -70,12 +96,32 @@ func runAudit(ctx context.Context, args []string, getenv func(string) string, st
 		}
 		orgID = id
 	}
+	var cp *eventstore.Checkpoint
+	switch {
+	case (*checkpoint == "") != (*key == ""):
+		return usageFail(stderr, "saasapi audit verify", "--checkpoint and --key go together", auditUsage)
+	case *checkpoint != "":
+		c, ledger, err := openCheckpointFile(*checkpoint, *key)
+		if err != nil {
+			return err
+		}
+		if orgID != "" && orgID != ledger {
+			return usageFail(stderr, "saasapi audit verify", fmt.Sprintf("the checkpoint is for ledger %s, not --org %s", ledger, orgID), auditUsage)
+		}
+		cp, orgID = &c, ledger
+	case pin.set && orgID == "":
+		return usageFail(stderr, "saasapi audit verify", "--pin needs --org (or --checkpoint) to name the ledger", auditUsage)
+	}
 
 	pool, err := opsPool(ctx, getenv, "audit verify")
 	if err != nil {
 		return err
 	}
 	defer pool.Close()
+
+	if pin.set || cp != nil {
+		return verifyEvidence(ctx, pool, orgID, pin, cp, stdout)
+	}
 
 	if orgID != "" {
 		n, err := eventstore.VerifyLedger(ctx, pool, orgID)

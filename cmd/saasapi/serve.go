@@ -78,6 +78,12 @@ func runDev(ctx context.Context, getenv func(string) string, stdout, stderr io.W
 	}()
 	url := cluster.URL(pgcluster.AppDatabase)
 	logger.Info("local PostgreSQL running", slog.String("database_url", url), slog.String("dir", dir))
+	if cfg.LedgerSigningKey == "" {
+		if cfg.LedgerSigningKey, err = devSigningKey(dir, cfg.ledgerOrigin()); err != nil {
+			return err
+		}
+		logger.Info("ledger checkpoints signed with the dev key", slog.String("file", filepath.Join(dir, devKeyFile)))
+	}
 	version, err := migrate(ctx, url)
 	if err != nil {
 		return err
@@ -127,6 +133,10 @@ func serve(ctx context.Context, cfg Config, databaseURL string, logger *slog.Log
 	if err := cfg.checkSecret(); err != nil {
 		return err
 	}
+	ledger, err := cfg.ledgerSigner(logger)
+	if err != nil {
+		return err
+	}
 	pool, err := dbpool.Open(ctx, databaseURL)
 	if err != nil {
 		return err
@@ -155,6 +165,7 @@ func serve(ctx context.Context, cfg Config, databaseURL string, logger *slog.Log
 		Metrics:     metrics,
 		Logger:      logger,
 		DocsEnabled: cfg.DocsEnabled,
+		Ledger:      ledger,
 		Ready:       readiness(pool),
 	})
 	srv := &http.Server{
