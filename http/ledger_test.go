@@ -238,3 +238,26 @@ func TestCheckpointRefusesARewrittenLedger(t *testing.T) {
 		})
 	}
 }
+
+// TestCheckpointRefusesAnEditedLastCheckpoint: the service's memory of its
+// last checkpoint lives in the database too, so it trusts it only as far as
+// its own signature goes.
+func TestCheckpointRefusesAnEditedLastCheckpoint(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	tm := e.newTeam()
+	org := e.teamOrg(tm)
+	path := "/orgs/" + org + "/audit-events/checkpoint"
+	cp := e.checkpoint(path, tm.owner.Token, "multi-tenant-saas-api/orgs/"+org, e.verifier())
+	e.createProject(tm.owner.Token, org, map[string]any{"name": "After"})
+	// The body claims one event fewer; the signature no longer covers it.
+	if _, err := e.db.Pool.Exec(context.Background(), `UPDATE ledger_checkpoints
+		SET note = replace(note, E'\n' || $2 || E'\n', E'\n' || $3 || E'\n') WHERE ledger_id = $1`,
+		org, fmt.Sprint(cp.Size), fmt.Sprint(cp.Size-1)); err != nil {
+		t.Fatal(err)
+	}
+	wantProblem(t, e.do(req{method: "GET", path: path, token: tm.owner.Token}), 500, "ledger integrity check failed")
+	if !strings.Contains(e.logs.String(), "does not verify with the signing key") {
+		t.Errorf("the log does not say why:\n%s", e.logs.String())
+	}
+}
