@@ -49,7 +49,11 @@ func BenchmarkProofsMillion(b *testing.B) {
 	if _, err := db.Pool.Exec(ctx, `VACUUM ANALYZE ledger_tree_hashes`); err != nil {
 		b.Fatal(err)
 	}
-	b.Logf("seeded a tree of %d leaves (%d stored hashes) in %v", n, len(rows), time.Since(start))
+	var size string
+	if err := db.Pool.QueryRow(ctx, `SELECT pg_size_pretty(pg_total_relation_size('ledger_tree_hashes'))`).Scan(&size); err != nil {
+		b.Fatal(err)
+	}
+	b.Logf("seeded a tree of %d leaves (%d stored hashes, %s with the index) in %v", n, len(rows), size, time.Since(start))
 	key, _ := eventstore.GenerateSigningKey("bench")
 	signer, err := eventstore.NewLedgerSigner(key, "bench")
 	if err != nil {
@@ -111,4 +115,106 @@ func BenchmarkProofsMillion(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkAppendTreeCost measures what the tree adds to an append: every
+// iteration commits one event in a transaction the way Append did before
+// the tree existed (lock the head, insert the event, update the head; the
+// statements written out here) and one through Append (which also inserts
+// the tree hashes and writes the tree into the head), alternately into two
+// ledgers of the same history, so that load on the machine affects both
+// alike. It reports both averages and the difference; docs/audit.md sets
+// the difference against the cost of a whole POST.
+func BenchmarkAppendTreeCost(b *testing.B) {
+	ctx := context.Background()
+	db := testdb.New(b)
+	chainOnly, withTree := saasapi.NewID(), saasapi.NewID()
+	stream := saasapi.NewID()
+	for _, l := range []saasapi.ID{chainOnly, withTree} {
+		if _, err := db.Pool.Exec(ctx, `INSERT INTO ledgers (ledger_id, ledger_type) VALUES ($1, 'organisation')`, l); err != nil {
+			b.Fatal(err)
+		}
+	}
+	event := func(ledger saasapi.ID, v int64) saasapi.NewEvent {
+		return saasapi.NewEvent{LedgerID: ledger, LedgerType: saasapi.LedgerOrganisation, StreamType: saasapi.StreamProject,
+			StreamID: stream, StreamVersion: v, Type: saasapi.EventProjectUpdated,
+			Actor: saasapi.Actor{Type: saasapi.PrincipalUser, UserID: saasapi.NewID()}, RequestID: "req",
+			OccurredAt: time.Now(), Data: saasapi.ProjectUpdated{ChangedFields: []string{"name"}}}
+	}
+	var version int64
+	before := func() time.Duration {
+		start := time.Now()
+		tx, err := db.Pool.Begin(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		var seq int64
+		var prev []byte
+		if err := tx.QueryRow(ctx, `SELECT last_sequence, last_hash FROM ledgers WHERE ledger_id = $1 FOR UPDATE`,
+			chainOnly).Scan(&seq, &prev); err != nil {
+			b.Fatal(err)
+		}
+		version++
+		// Append computes the event's row; its tree statements are not sent.
+		head := eventstore.Head{LedgerID: chainOnly, LedgerType: saasapi.LedgerOrganisation, Sequence: seq, Hash: prev}
+		evs, err := eventstore.Append(&pgx.Batch{}, &head, []saasapi.NewEvent{event(chainOnly, version)})
+		if err != nil {
+			b.Fatal(err)
+		}
+		e := evs[0]
+		batch := &pgx.Batch{}
+		batch.Queue(`INSERT INTO events (event_id, ledger_id, ledger_type, sequence, stream_type, stream_id,
+				stream_version, event_type, schema_version, actor_type, actor_user_id, actor_api_key_id,
+				request_id, occurred_at, payload, prev_hash, hash)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)`,
+			e.ID, e.LedgerID, e.LedgerType, e.Sequence, e.StreamType, e.StreamID,
+			e.StreamVersion, e.Type, e.SchemaVersion, string(e.Actor.Type), e.Actor.UserID.Ptr(), e.Actor.APIKeyID.Ptr(),
+			e.RequestID, e.OccurredAt, string(e.Payload), e.PrevHash, e.Hash)
+		batch.Queue(`UPDATE ledgers SET last_sequence = $2, last_hash = $3, updated_at = $4 WHERE ledger_id = $1`,
+			chainOnly, e.Sequence, e.Hash, e.OccurredAt)
+		if err := tx.SendBatch(ctx, batch).Close(); err != nil {
+			b.Fatal(err)
+		}
+		if err := tx.Commit(ctx); err != nil {
+			b.Fatal(err)
+		}
+		return time.Since(start)
+	}
+	after := func() time.Duration {
+		start := time.Now()
+		tx, err := db.Pool.Begin(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		head, err := eventstore.LockLedger(ctx, tx, withTree)
+		if err != nil {
+			b.Fatal(err)
+		}
+		version++
+		batch := &pgx.Batch{}
+		if _, err := eventstore.Append(batch, &head, []saasapi.NewEvent{event(withTree, version)}); err != nil {
+			b.Fatal(err)
+		}
+		if err := tx.SendBatch(ctx, batch).Close(); err != nil {
+			b.Fatal(err)
+		}
+		if err := tx.Commit(ctx); err != nil {
+			b.Fatal(err)
+		}
+		return time.Since(start)
+	}
+	var tb, ta time.Duration
+	for i := 0; b.Loop(); i++ {
+		if i%2 == 0 {
+			tb += before()
+			ta += after()
+		} else {
+			ta += after()
+			tb += before()
+		}
+	}
+	n := float64(b.N)
+	b.ReportMetric(float64(tb.Microseconds())/n, "µs/append-chain-only")
+	b.ReportMetric(float64(ta.Microseconds())/n, "µs/append-with-tree")
+	b.ReportMetric(float64((ta-tb).Microseconds())/n, "µs/tree")
 }
