@@ -8,7 +8,11 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/saasapi/saasapi"
@@ -259,5 +263,97 @@ func TestCheckpointRefusesAnEditedLastCheckpoint(t *testing.T) {
 	wantProblem(t, e.do(req{method: "GET", path: path, token: tm.owner.Token}), 500, "ledger integrity check failed")
 	if !strings.Contains(e.logs.String(), "does not verify with the signing key") {
 		t.Errorf("the log does not say why:\n%s", e.logs.String())
+	}
+}
+
+// TestCheckpointsUnderConcurrentWrites fetches checkpoints while projects
+// are created: every checkpoint verifies, none is refused, and every one
+// is a prefix of the final tree (a consistency proof to it verifies).
+func TestCheckpointsUnderConcurrentWrites(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	tm := e.newTeam()
+	org := e.teamOrg(tm)
+	v := e.verifier()
+	origin := "multi-tenant-saas-api/orgs/" + org
+	get := func(path string, body *strings.Builder) (int, error) {
+		req, err := http.NewRequestWithContext(context.Background(), "GET", e.srv.URL+path, nil)
+		if err != nil {
+			return 0, err
+		}
+		req.Header.Set("Authorization", "Bearer "+tm.owner.Token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return 0, err
+		}
+		defer func() { _ = resp.Body.Close() }()
+		_, err = io.Copy(body, resp.Body)
+		return resp.StatusCode, err
+	}
+	var (
+		mu    sync.Mutex
+		seen  []*log.Checkpoint
+		wg    sync.WaitGroup
+		errs  = make(chan error, 64)
+		posts atomic.Int64
+	)
+	for w := range 3 {
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			for i := range 8 {
+				body := strings.NewReader(fmt.Sprintf(`{"name":"c %d %d"}`, w, i))
+				req, _ := http.NewRequestWithContext(context.Background(), "POST", e.srv.URL+"/orgs/"+org+"/projects", body)
+				req.Header.Set("Authorization", "Bearer "+tm.owner.Token)
+				req.Header.Set("Content-Type", "application/json")
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					errs <- err
+					return
+				}
+				_ = resp.Body.Close()
+				if resp.StatusCode != 201 {
+					errs <- fmt.Errorf("POST: %d", resp.StatusCode)
+				}
+				posts.Add(1)
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			for range 8 {
+				var b strings.Builder
+				status, err := get("/orgs/"+org+"/audit-events/checkpoint", &b)
+				if err != nil || status != 200 {
+					errs <- fmt.Errorf("checkpoint: %d %s: %w", status, b.String(), err)
+					return
+				}
+				cp, _, _, err := log.ParseCheckpoint([]byte(b.String()), origin, v)
+				if err != nil {
+					errs <- err
+					return
+				}
+				mu.Lock()
+				seen = append(seen, cp)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	final := e.checkpoint("/orgs/"+org+"/audit-events/checkpoint", tm.owner.Token, origin, v)
+	hasher := rfc6962.DefaultHasher
+	for _, cp := range seen {
+		r := e.do(req{method: "GET", token: tm.owner.Token,
+			path: fmt.Sprintf("/orgs/%s/audit-events/proof/consistency?from=%d&to=%d", org, cp.Size, final.Size)})
+		want(t, r, 200)
+		if err := proof.VerifyConsistency(hasher, cp.Size, final.Size, decodeHashes(t, r.Body["hashes"]), cp.Hash, final.Hash); err != nil {
+			t.Errorf("checkpoint of size %d is not a prefix of the final one of size %d: %v", cp.Size, final.Size, err)
+		}
+	}
+	if n := len(e.leaves(org, tm.owner.Token)); final.Size != uint64(n) || posts.Load() != 24 {
+		t.Errorf("final checkpoint size %d, %d events, %d posts", final.Size, n, posts.Load())
 	}
 }
