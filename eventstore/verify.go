@@ -161,7 +161,7 @@ func VerifyLedgerAt(ctx context.Context, q Querier, ledgerID saasapi.ID, size in
 		if err != nil {
 			return err
 		}
-		c := newChain(head, &hashStream{q: q, ledger: ledgerID})
+		c := newChain(head, newHashStream(q, ledgerID))
 		if size >= 0 {
 			c.tree.wantSize, c.tree.rootAt = size, &root
 			if size == 0 {
@@ -225,7 +225,7 @@ func VerifyAll(ctx context.Context, q Querier, onLedger func(ledgerID saasapi.ID
 	err = snapshot(ctx, q, func(q Querier) error {
 		heads := &headStream{q: q}
 		evs := &eventStream{q: q}
-		hashes := &hashStream{q: q}
+		hashes := newHashStream(q, "")
 		for {
 			head, ok, err := heads.next(ctx)
 			if err != nil {
@@ -366,7 +366,12 @@ type hashStream struct {
 	buf    []treeHashRow
 	done   bool
 	last   treeHashRow // key of the last row read from the database
-	primed bool
+}
+
+// newHashStream starts before the first row: of ledger, or of every ledger
+// when ledger is empty.
+func newHashStream(q Querier, ledger saasapi.ID) *hashStream {
+	return &hashStream{q: q, ledger: ledger, last: treeHashRow{index: -1}}
 }
 
 func (s *hashStream) peek(ctx context.Context) (treeHashRow, bool, error) {
@@ -375,10 +380,6 @@ func (s *hashStream) peek(ctx context.Context) (treeHashRow, bool, error) {
 			rows pgx.Rows
 			err  error
 		)
-		if !s.primed {
-			s.last.index = -1
-			s.primed = true
-		}
 		if s.ledger != "" {
 			rows, err = s.q.Query(ctx, `SELECT ledger_id, hash_index, hash FROM ledger_tree_hashes
 				WHERE ledger_id = $1 AND hash_index > $2 ORDER BY hash_index LIMIT $3`, s.ledger, s.last.index, verifyBatch)
