@@ -105,6 +105,13 @@ type LedgerSigner struct {
 	signer      note.Signer
 	verifier    note.Verifier
 	verifierKey string
+
+	// OnOtherKey, if set, is called when a ledger's last signed checkpoint
+	// carries no signature of this signer's key (its name or key hash
+	// differs): after a key rotation, or a row an attacker signed with a key
+	// of their own. Such a checkpoint cannot be checked, so it is treated
+	// as absent, as a deleted row would be; serve logs a warning.
+	OnOtherKey func(ledgerID saasapi.ID)
 }
 
 // GenerateSigningKey returns a new Ed25519 note signer key named name, for
@@ -230,6 +237,14 @@ func (s *LedgerSigner) SignCheckpoint(ctx context.Context, q Querier, ledgerID s
 		}
 		last, hasLast = []byte(text), true
 		lastCp, err = s.checkExtends(ctx, q, ledgerID, cp, last)
+		var other *note.UnverifiedNoteError
+		if errors.As(err, &other) {
+			hasLast = false
+			if s.OnOtherKey != nil {
+				s.OnOtherKey(ledgerID)
+			}
+			return nil
+		}
 		return err
 	})
 	if err != nil {
@@ -243,13 +258,14 @@ func (s *LedgerSigner) SignCheckpoint(ctx context.Context, q Querier, ledgerID s
 		return nil, fmt.Errorf("sign checkpoint of ledger %s: %w", ledgerID, err)
 	}
 	// A concurrent request may have signed a larger tree meanwhile: the
-	// larger one stays the last.
+	// larger one stays the last. A last checkpoint of another key is
+	// replaced whatever its size.
 	if _, err := q.Exec(ctx, `INSERT INTO ledger_checkpoints (ledger_id, tree_size, root_hash, note, signed_at)
 		VALUES ($1, $2, $3, $4, $5)
 		ON CONFLICT (ledger_id) DO UPDATE SET tree_size = excluded.tree_size, root_hash = excluded.root_hash,
 			note = excluded.note, signed_at = excluded.signed_at
-		WHERE ledger_checkpoints.tree_size < excluded.tree_size`,
-		ledgerID, cp.Size, cp.Root[:], string(signed), time.Now()); err != nil {
+		WHERE ledger_checkpoints.tree_size < excluded.tree_size OR $6`,
+		ledgerID, cp.Size, cp.Root[:], string(signed), time.Now(), last != nil && !hasLast); err != nil {
 		return nil, fmt.Errorf("keep checkpoint of ledger %s: %w", ledgerID, err)
 	}
 	return signed, nil
@@ -271,6 +287,10 @@ func (s *LedgerSigner) checkExtends(ctx context.Context, q Querier, ledgerID saa
 		return Checkpoint{}, &IntegrityError{LedgerID: ledgerID, Reason: fmt.Sprintf(format, args...)}
 	}
 	prev, err := openCheckpoint(last, s.verifier)
+	var other *note.UnverifiedNoteError
+	if errors.As(err, &other) {
+		return Checkpoint{}, err
+	}
 	if err != nil {
 		return fail("the last signed checkpoint does not verify with the signing key: %v", err)
 	}

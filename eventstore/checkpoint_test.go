@@ -2,11 +2,14 @@ package eventstore_test
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"strings"
 	"testing"
 
 	"github.com/saasapi/saasapi"
 	"github.com/saasapi/saasapi/eventstore"
+	"github.com/saasapi/saasapi/internal/testdb"
 	"github.com/transparency-dev/formats/log"
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
@@ -108,4 +111,39 @@ func FuzzOpenCheckpoint(f *testing.F) {
 			t.Fatalf("%q opened as %+v", msg, cp)
 		}
 	})
+}
+
+// TestSignCheckpointAcrossKeyRotation: a last checkpoint of another key
+// (after a rotation) cannot be checked and is replaced, with a warning; one
+// of the same key that does not verify is an integrity failure.
+func TestSignCheckpointAcrossKeyRotation(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := testdb.New(t)
+	ledger := saasapi.NewID()
+	appendProjectEvents(ctx, t, db, ledger, true, saasapi.NewID(), 1, 3)
+	old, cur := newSigner(t, "example.com/log"), newSigner(t, "example.com/log")
+	if _, err := old.SignCheckpoint(ctx, db.Pool, ledger); err != nil {
+		t.Fatal(err)
+	}
+	var warned []saasapi.ID
+	cur.OnOtherKey = func(id saasapi.ID) { warned = append(warned, id) }
+	signed, err := cur.SignCheckpoint(ctx, db.Pool, ledger)
+	if err != nil || len(warned) != 1 || warned[0] != ledger {
+		t.Fatalf("after a rotation: %v, warned %v", err, warned)
+	}
+	if _, err := eventstore.OpenCheckpoint(signed, cur.VerifierKey()); err != nil {
+		t.Fatal(err)
+	}
+	// The new key's checkpoint is now the last one, and is checked.
+	appendProjectEvents(ctx, t, db, ledger, false, saasapi.NewID(), 1, 1)
+	if _, err := cur.SignCheckpoint(ctx, db.Pool, ledger); err != nil || len(warned) != 1 {
+		t.Fatalf("the next checkpoint: %v, warned %v", err, warned)
+	}
+	if _, err := db.Pool.Exec(ctx, `UPDATE ledger_checkpoints SET note = replace(note, E'\n4\n', E'\n3\n') WHERE ledger_id = $1`, ledger); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cur.SignCheckpoint(ctx, db.Pool, ledger); !errors.Is(err, eventstore.ErrLedgerIntegrity) {
+		t.Fatalf("a last checkpoint of the current key edited after signing: %v, want ErrLedgerIntegrity", err)
+	}
 }

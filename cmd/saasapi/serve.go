@@ -13,6 +13,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/saasapi/saasapi"
 	"github.com/saasapi/saasapi/auth"
 	"github.com/saasapi/saasapi/commands"
 	apihttp "github.com/saasapi/saasapi/http"
@@ -136,6 +137,10 @@ func serve(ctx context.Context, cfg Config, databaseURL string, logger *slog.Log
 	ledger, err := cfg.ledgerSigner(logger)
 	if err != nil {
 		return err
+	}
+	ledger.OnOtherKey = func(id saasapi.ID) {
+		logger.Warn("the last checkpoint signed for a ledger carries no signature of the current key (a key rotation, "+
+			"or a row written by someone else); it cannot be checked, and a new one is signed", slog.String("ledger_id", string(id)))
 	}
 	pool, err := dbpool.Open(ctx, databaseURL)
 	if err != nil {
