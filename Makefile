@@ -12,9 +12,10 @@ PKG       := ./cmd/saasapi
 run: build
 	./$(BIN) dev
 
-## build: build the binary into bin/
+## build: build the binary into bin/ (-buildvcs=auto records the git
+## revision that `saasapi version` prints, even where GOFLAGS turns it off)
 build:
-	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN) $(PKG)
+	CGO_ENABLED=0 $(GO) build -buildvcs=auto -trimpath -o $(BIN) $(PKG)
 
 ## test: gofmt check, vet, golangci-lint and the race-enabled test suite
 ## against one private PostgreSQL cluster started for the run

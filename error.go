@@ -87,4 +87,5 @@ const (
 	MsgIdempotencyMismatch  = "idempotency key was already used with a different request body"
 	MsgStale                = "resource has changed since it was read"
 	MsgValidation           = "request validation failed"
+	MsgTooManyAttempts      = "too many attempts; retry later"
 )

@@ -103,9 +103,13 @@ type UserRegistered struct {
 // UserLoggedIn is the payload of user.logged_in.
 type UserLoggedIn struct{}
 
-// UserLoginFailed is the payload of user.login_failed.
+// UserLoginFailed is the payload of user.login_failed: failed sign-ins of
+// one account, coalesced over a window. Attempts is how many the event
+// stands for (events written before coalescing omit it: one each); Reason
+// is that of the latest (invalid_password or inactive_user).
 type UserLoginFailed struct {
-	Reason string `json:"reason"`
+	Reason   string `json:"reason"`
+	Attempts int    `json:"attempts,omitempty"`
 }
 
 // OrganisationCreated is the payload of organisation.created.

@@ -32,6 +32,9 @@ const (
 	PermReadProjects       Permission = "projects:read"
 	PermWriteProjects      Permission = "projects:write"
 	PermReadAudit          Permission = "audit:read"
+	// PermLeaveOrganisation is removing one's own membership: every member
+	// may leave (the last owner excepted, which the member commands decide).
+	PermLeaveOrganisation Permission = "organisation:leave"
 )
 
 // permissions is the role table: the single place that says who may do what.
@@ -41,13 +44,15 @@ var permissions = map[Role]map[Permission]bool{
 	RoleOwner: {
 		PermReadOrganisation: true, PermUpdateOrganisation: true, PermManageMembers: true,
 		PermManageAPIKeys: true, PermReadProjects: true, PermWriteProjects: true, PermReadAudit: true,
+		PermLeaveOrganisation: true,
 	},
 	RoleAdmin: {
 		PermReadOrganisation: true, PermUpdateOrganisation: true, PermManageMembers: true,
 		PermManageAPIKeys: true, PermReadProjects: true, PermWriteProjects: true, PermReadAudit: true,
+		PermLeaveOrganisation: true,
 	},
-	RoleMember: {PermReadOrganisation: true, PermReadProjects: true, PermWriteProjects: true},
-	RoleViewer: {PermReadOrganisation: true, PermReadProjects: true},
+	RoleMember: {PermReadOrganisation: true, PermReadProjects: true, PermWriteProjects: true, PermLeaveOrganisation: true},
+	RoleViewer: {PermReadOrganisation: true, PermReadProjects: true, PermLeaveOrganisation: true},
 }
 
 // apiKeyPermissions is what an active API key may do in its own organisation.

@@ -2,5 +2,5 @@
 // identifiers, roles and the permission table, principals, the event
 // catalogue and the domain error type. Every other package talks to the others
 // through these types; this package depends on nothing but the standard
-// library and ULID generation.
+// library, ULID generation and Unicode normalisation.
 package saasapi

@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"errors"
 	"fmt"
 	"time"
 
@@ -25,11 +26,50 @@ const clockLeeway = 5 * time.Second
 // maxTokenLen bounds the work done on garbage: our tokens are ~250 bytes.
 const maxTokenLen = 4096
 
-// accessClaims are the claims of an access token.
+// accessClaims are the claims of an access token. golang-jwt's
+// RegisteredClaims would take a JSON string that holds a number as a time
+// ("exp": "9999999999"); no issuer of ours writes one, so here every time
+// must be a JSON number and every other claim a JSON string, and a claim
+// of another type fails decoding.
 type accessClaims struct {
-	jwt.RegisteredClaims
-	TokenType string `json:"token_type"`
+	Issuer    string       `json:"iss,omitempty"`
+	Subject   string       `json:"sub,omitempty"`
+	ExpiresAt *numericDate `json:"exp,omitempty"`
+	NotBefore *numericDate `json:"nbf,omitempty"`
+	IssuedAt  *numericDate `json:"iat,omitempty"`
+	TokenType string       `json:"token_type"`
 }
+
+// numericDate is a jwt.NumericDate that only a JSON number can set.
+type numericDate struct{ jwt.NumericDate }
+
+var errNotNumeric = errors.New("a time claim must be a JSON number")
+
+func newNumericDate(t time.Time) *numericDate { return &numericDate{*jwt.NewNumericDate(t)} }
+
+// UnmarshalJSON accepts a JSON number only.
+func (d *numericDate) UnmarshalJSON(b []byte) error {
+	if len(b) == 0 || (b[0] != '-' && (b[0] < '0' || b[0] > '9')) {
+		return errNotNumeric
+	}
+	return d.NumericDate.UnmarshalJSON(b)
+}
+
+func (d *numericDate) date() *jwt.NumericDate {
+	if d == nil {
+		return nil
+	}
+	return &d.NumericDate
+}
+
+// The jwt.Claims methods, through which the parser validates.
+
+func (c *accessClaims) GetExpirationTime() (*jwt.NumericDate, error) { return c.ExpiresAt.date(), nil }
+func (c *accessClaims) GetIssuedAt() (*jwt.NumericDate, error)       { return c.IssuedAt.date(), nil }
+func (c *accessClaims) GetNotBefore() (*jwt.NumericDate, error)      { return c.NotBefore.date(), nil }
+func (c *accessClaims) GetIssuer() (string, error)                   { return c.Issuer, nil }
+func (c *accessClaims) GetSubject() (string, error)                  { return c.Subject, nil }
+func (c *accessClaims) GetAudience() (jwt.ClaimStrings, error)       { return nil, nil }
 
 // TokenIssuer issues and verifies HS256 access tokens. It is safe for
 // concurrent use once configured.
@@ -98,13 +138,11 @@ func (t *TokenIssuer) Issue(userID saasapi.ID) (token string, expiresIn time.Dur
 	// JWT times have one-second resolution; truncating first makes
 	// exp - iat exactly ttl, matching the expiresIn we report.
 	now := t.now().Truncate(time.Second)
-	claims := accessClaims{
-		RegisteredClaims: jwt.RegisteredClaims{
-			Issuer:    t.issuer,
-			Subject:   id.String(),
-			IssuedAt:  jwt.NewNumericDate(now),
-			ExpiresAt: jwt.NewNumericDate(now.Add(t.ttl)),
-		},
+	claims := &accessClaims{
+		Issuer:    t.issuer,
+		Subject:   id.String(),
+		IssuedAt:  newNumericDate(now),
+		ExpiresAt: newNumericDate(now.Add(t.ttl)),
 		TokenType: TokenTypeAccess,
 	}
 	token, err = jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString(t.secret)
@@ -117,8 +155,8 @@ func (t *TokenIssuer) Issue(userID saasapi.ID) (token string, expiresIn time.Dur
 // Verify checks token and returns the user ID in its sub claim.
 //
 // The token must be HS256-signed with the issuer's secret, carry this
-// issuer's iss, an exp in the future, an iat not in the future, token_type
-// "access" and a ULID sub. Times are compared with a leeway of 5 seconds to
+// issuer's iss, an exp in the future, an iat not in the future (both JSON
+// numbers, as is nbf when present), token_type "access" and a ULID sub. Times are compared with a leeway of 5 seconds to
 // tolerate clock skew between instances. Every failure returns the same
 // saasapi.Errorf(EUNAUTHENTICATED, MsgInvalidToken), so callers cannot learn
 // which check failed.

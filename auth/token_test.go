@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -197,6 +198,25 @@ func TestVerifyRejects(t *testing.T) {
 		}))},
 		{"missing iat", sign(t, jwt.SigningMethodHS256, testSecret, with(func(c jwt.MapClaims) { delete(c, "iat") }))},
 		{"exp not a number", sign(t, jwt.SigningMethodHS256, testSecret, with(func(c jwt.MapClaims) { c["exp"] = "never" }))},
+		// golang-jwt's NumericDate takes a string that holds a number;
+		// claims of the wrong JSON type are refused here.
+		{"exp a numeric string", sign(t, jwt.SigningMethodHS256, testSecret, with(func(c jwt.MapClaims) {
+			c["exp"] = strconv.FormatInt(testNow.Add(testTTL).Unix(), 10)
+		}))},
+		{"iat a numeric string", sign(t, jwt.SigningMethodHS256, testSecret, with(func(c jwt.MapClaims) {
+			c["iat"] = strconv.FormatInt(testNow.Unix(), 10)
+		}))},
+		{"nbf a numeric string", sign(t, jwt.SigningMethodHS256, testSecret, with(func(c jwt.MapClaims) {
+			c["nbf"] = strconv.FormatInt(testNow.Unix(), 10)
+		}))},
+		{"exp a boolean", sign(t, jwt.SigningMethodHS256, testSecret, with(func(c jwt.MapClaims) { c["exp"] = true }))},
+		{"exp an array", sign(t, jwt.SigningMethodHS256, testSecret, with(func(c jwt.MapClaims) {
+			c["exp"] = []any{testNow.Add(testTTL).Unix()}
+		}))},
+		{"iat an object", sign(t, jwt.SigningMethodHS256, testSecret, with(func(c jwt.MapClaims) { c["iat"] = map[string]any{} }))},
+		{"iss a number", sign(t, jwt.SigningMethodHS256, testSecret, with(func(c jwt.MapClaims) { c["iss"] = 1 }))},
+		{"sub an array", sign(t, jwt.SigningMethodHS256, testSecret, with(func(c jwt.MapClaims) { c["sub"] = []any{string(testUser)} }))},
+		{"token_type a boolean", sign(t, jwt.SigningMethodHS256, testSecret, with(func(c jwt.MapClaims) { c["token_type"] = true }))},
 		{"tampered payload", tampered},
 		{"wrong token_type", sign(t, jwt.SigningMethodHS256, testSecret, with(func(c jwt.MapClaims) { c["token_type"] = "refresh" }))},
 		{"missing token_type", sign(t, jwt.SigningMethodHS256, testSecret, with(func(c jwt.MapClaims) { delete(c, "token_type") }))},

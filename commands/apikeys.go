@@ -23,9 +23,9 @@ type CreatedAPIKey struct {
 func (s *Service) CreateAPIKey(ctx context.Context, meta Meta, orgID saasapi.ID, name string,
 	idem *Idempotency, render Render[CreatedAPIKey],
 ) (Outcome, error) {
-	if !lengthBetween(name, 1, 120) {
-		return Outcome{}, saasapi.Invalid(saasapi.MsgValidation,
-			saasapi.FieldError{Field: "name", Message: "name must be between 1 and 120 characters"})
+	if fields := checkName(nil, name, 1, 120,
+		saasapi.FieldError{Field: "name", Message: "name must be between 1 and 120 characters"}); fields != nil {
+		return Outcome{}, saasapi.Invalid(saasapi.MsgValidation, fields...)
 	}
 	raw, prefix, hash, err := auth.MintAPIKey()
 	if err != nil {

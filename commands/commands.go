@@ -35,9 +35,12 @@ type Service struct {
 	lastTouch sync.Map
 	touched   atomic.Int64
 	// pending counts background writes (failed sign-ins); Wait waits for
-	// them.
-	pending           sync.WaitGroup
+	// them. Not a sync.WaitGroup: requests start background writes while
+	// another goroutine may be waiting (a shutdown, a test), and a WaitGroup
+	// forbids an Add from zero concurrent with Wait.
+	pending           inFlight
 	onBackgroundError func(error)
+	failures          *loginFailures
 }
 
 // Config holds what the commands need besides the database.
@@ -53,6 +56,10 @@ type Config struct {
 	// OnBackgroundError, if set, hears of writes that failed after their
 	// request was answered (a failed sign-in's event).
 	OnBackgroundError func(error)
+	// LoginFailureWindow is how long the failed sign-ins of one account are
+	// summed into one user.login_failed event; zero means
+	// DefaultLoginFailureWindow.
+	LoginFailureWindow time.Duration
 }
 
 // New returns a Service.
@@ -72,6 +79,11 @@ func New(pool *pgxpool.Pool, cfg Config) *Service {
 	if s.passwordMinLength <= 0 {
 		s.passwordMinLength = 12
 	}
+	window := cfg.LoginFailureWindow
+	if window <= 0 {
+		window = DefaultLoginFailureWindow
+	}
+	s.failures = &loginFailures{window: window, open: map[saasapi.ID]*failureWindow{}, record: s.recordLoginFailure}
 	return s
 }
 
@@ -82,9 +94,9 @@ const backgroundTimeout = 30 * time.Second
 // request's cancellation but counted, so that Wait (at shutdown, in tests)
 // lets it finish.
 func (s *Service) background(fn func(ctx context.Context)) {
-	s.pending.Add(1)
+	s.pending.add()
 	go func() {
-		defer s.pending.Done()
+		defer s.pending.done()
 		ctx, cancel := context.WithTimeout(context.Background(), backgroundTimeout)
 		defer cancel()
 		fn(ctx)
@@ -93,12 +105,54 @@ func (s *Service) background(fn func(ctx context.Context)) {
 
 // Wait returns once every background write has finished. The server calls
 // it on shutdown, before it closes the pool.
-func (s *Service) Wait() { s.pending.Wait() }
+func (s *Service) Wait() { s.pending.wait() }
+
+// inFlight counts running goroutines. Unlike a sync.WaitGroup, add may run
+// at any time, also while wait is blocked: wait returns at the first moment
+// the count is zero.
+type inFlight struct {
+	mu   sync.Mutex
+	n    int
+	idle chan struct{} // closed when n drops to zero; nil while n is zero
+}
+
+func (f *inFlight) add() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.n == 0 {
+		f.idle = make(chan struct{})
+	}
+	f.n++
+}
+
+func (f *inFlight) done() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.n--
+	if f.n == 0 {
+		close(f.idle)
+		f.idle = nil
+	}
+}
+
+func (f *inFlight) wait() {
+	f.mu.Lock()
+	idle := f.idle
+	f.mu.Unlock()
+	if idle != nil {
+		<-idle
+	}
+}
 
 // Meta is what every command knows about its request.
 type Meta struct {
 	Principal saasapi.Principal
 	RequestID string
+	// ServerRequestID is the ID the server generated for the request. Events
+	// of anonymous actors carry it instead of RequestID, which the caller
+	// may have chosen: nobody can write their own text into another
+	// account's ledger. Empty means RequestID.
+	ServerRequestID string
 	// IfMatch, when set, is the stream version the caller last read; a write
 	// to an entity whose version differs fails with 412.
 	IfMatch *int64
@@ -148,6 +202,10 @@ func record(ctx context.Context, tx pgx.Tx, b *pgx.Batch, head *eventstore.Head,
 func (s *Service) newEvent(meta Meta, head eventstore.Head, streamType string, streamID saasapi.ID,
 	version int64, eventType string, data any,
 ) saasapi.NewEvent {
+	requestID := meta.RequestID
+	if meta.Principal.Type == saasapi.PrincipalAnonymous && meta.ServerRequestID != "" {
+		requestID = meta.ServerRequestID
+	}
 	return saasapi.NewEvent{
 		LedgerID:      head.LedgerID,
 		LedgerType:    head.LedgerType,
@@ -156,7 +214,7 @@ func (s *Service) newEvent(meta Meta, head eventstore.Head, streamType string, s
 		StreamVersion: version,
 		Type:          eventType,
 		Actor:         saasapi.ActorOf(meta.Principal),
-		RequestID:     meta.RequestID,
+		RequestID:     requestID,
 		OccurredAt:    s.now(),
 		Data:          data,
 	}

@@ -39,9 +39,9 @@ func TestDeriveSlug(t *testing.T) {
 func TestValidateRegistration(t *testing.T) {
 	t.Parallel()
 	good := RegisterInput{Email: "  Alice@Example.COM ", Password: "correct horse battery", DisplayName: "Alice"}
-	email, err := validateRegistration(good, 12)
-	if err != nil || email != "alice@example.com" {
-		t.Fatalf("valid registration: email %q, err %v; want alice@example.com, nil", email, err)
+	got, err := validateRegistration(good, 12)
+	if err != nil || got.Email != "alice@example.com" {
+		t.Fatalf("valid registration: email %q, err %v; want alice@example.com, nil", got.Email, err)
 	}
 	bad := []struct {
 		name  string
@@ -151,15 +151,19 @@ func TestDecideRemoveMember(t *testing.T) {
 		actor   saasapi.Role
 		current projections.Membership
 		owners  int
+		self    bool
 		want    string
 	}{
-		{"last owner", saasapi.RoleOwner, owner, 1, "conflict: " + saasapi.MsgLastOwner},
-		{"one of two owners", saasapi.RoleOwner, owner, 2, ""},
-		{"admin removes owner", saasapi.RoleAdmin, owner, 2, "forbidden: " + saasapi.MsgInsufficientPerms},
-		{"admin removes viewer", saasapi.RoleAdmin, viewer, 1, ""},
+		{"last owner", saasapi.RoleOwner, owner, 1, false, "conflict: " + saasapi.MsgLastOwner},
+		{"one of two owners", saasapi.RoleOwner, owner, 2, false, ""},
+		{"admin removes owner", saasapi.RoleAdmin, owner, 2, false, "forbidden: " + saasapi.MsgInsufficientPerms},
+		{"admin removes viewer", saasapi.RoleAdmin, viewer, 1, false, ""},
+		{"viewer leaves", saasapi.RoleViewer, viewer, 1, true, ""},
+		{"owner of two leaves", saasapi.RoleOwner, owner, 2, true, ""},
+		{"last owner leaves", saasapi.RoleOwner, owner, 1, true, "conflict: " + saasapi.MsgLastOwner},
 	}
 	for _, tc := range cases {
-		removed, err := decideRemoveMember(tc.actor, tc.current, tc.owners)
+		removed, err := decideRemoveMember(tc.actor, tc.current, tc.owners, tc.self)
 		if code(err) != tc.want {
 			t.Errorf("%s: got %q, want %q", tc.name, code(err), tc.want)
 		}

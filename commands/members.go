@@ -87,9 +87,10 @@ func decideChangeRole(actor saasapi.Role, current projections.Membership, newRol
 }
 
 // decideRemoveMember returns the member.removed payload. An admin may not
-// remove an owner; the last owner cannot be removed.
-func decideRemoveMember(actor saasapi.Role, current projections.Membership, owners int) (saasapi.MemberRemoved, error) {
-	if actor != saasapi.RoleOwner && current.Role == saasapi.RoleOwner {
+// remove an owner; a member leaving (self) may, whatever their role, except
+// the last owner, who no organisation may lose.
+func decideRemoveMember(actor saasapi.Role, current projections.Membership, owners int, self bool) (saasapi.MemberRemoved, error) {
+	if !self && actor != saasapi.RoleOwner && current.Role == saasapi.RoleOwner {
 		return saasapi.MemberRemoved{}, errOwnerOnly()
 	}
 	if current.Role == saasapi.RoleOwner && owners <= 1 {
@@ -100,11 +101,11 @@ func decideRemoveMember(actor saasapi.Role, current projections.Membership, owne
 
 // memberWrite loads the target membership (404 when missing), checks
 // If-Match and the owner count, then lets decide pick the event.
-func (s *Service) memberWrite(ctx context.Context, meta Meta, orgID, userID saasapi.ID,
+func (s *Service) memberWrite(ctx context.Context, meta Meta, orgID, userID saasapi.ID, perm saasapi.Permission,
 	decide func(a saasapi.Access, current projections.Membership, owners int) (eventType string, data any, err error),
 	result orgResult,
 ) error {
-	_, err := s.orgWrite(ctx, meta, orgID, saasapi.PermManageMembers,
+	_, err := s.orgWrite(ctx, meta, orgID, perm,
 		func(ctx context.Context, tx pgx.Tx, a saasapi.Access, head eventstore.Head, _ *pgx.Batch) ([]saasapi.NewEvent, error) {
 			current, err := projections.GetMembership(ctx, tx, a, userID)
 			if err != nil {
@@ -137,7 +138,7 @@ func (s *Service) memberWrite(ctx context.Context, meta Meta, orgID, userID saas
 // ChangeMemberRole changes a member's role.
 func (s *Service) ChangeMemberRole(ctx context.Context, meta Meta, orgID, userID saasapi.ID, role saasapi.Role) (projections.Membership, error) {
 	var m projections.Membership
-	err := s.memberWrite(ctx, meta, orgID, userID,
+	err := s.memberWrite(ctx, meta, orgID, userID, saasapi.PermManageMembers,
 		func(a saasapi.Access, current projections.Membership, owners int) (string, any, error) {
 			changed, err := decideChangeRole(a.Role, current, role, owners)
 			if err != nil || changed == nil {
@@ -148,11 +149,18 @@ func (s *Service) ChangeMemberRole(ctx context.Context, meta Meta, orgID, userID
 	return m, err
 }
 
-// RemoveMember removes a user from an organisation.
+// RemoveMember removes a user from an organisation. Removing oneself is
+// leaving, which every member may do; removing another needs the manage
+// members permission.
 func (s *Service) RemoveMember(ctx context.Context, meta Meta, orgID, userID saasapi.ID) error {
-	return s.memberWrite(ctx, meta, orgID, userID,
+	self := meta.Principal.Type == saasapi.PrincipalUser && meta.Principal.UserID == userID
+	perm := saasapi.PermManageMembers
+	if self {
+		perm = saasapi.PermLeaveOrganisation
+	}
+	return s.memberWrite(ctx, meta, orgID, userID, perm,
 		func(a saasapi.Access, current projections.Membership, owners int) (string, any, error) {
-			removed, err := decideRemoveMember(a.Role, current, owners)
+			removed, err := decideRemoveMember(a.Role, current, owners, self)
 			if err != nil {
 				return "", nil, err
 			}

@@ -34,8 +34,6 @@ func DeriveSlug(name string) string {
 	return strings.Trim(slug, "-")
 }
 
-func validOrgName(name string) bool { return lengthBetween(name, 1, 120) }
-
 func validSlug(slug string) bool {
 	return len(slug) >= 3 && len(slug) <= 80 && slugPattern.MatchString(slug)
 }
@@ -56,9 +54,7 @@ type CreateOrganisationInput struct {
 // organisation.created.
 func decideCreateOrganisation(in CreateOrganisationInput) (saasapi.OrganisationCreated, error) {
 	var fields []saasapi.FieldError
-	if !validOrgName(in.Name) {
-		fields = append(fields, fieldErrOrgName)
-	}
+	fields = checkName(fields, in.Name, 1, 120, fieldErrOrgName)
 	slug := ""
 	if in.Slug != nil {
 		slug = *in.Slug
@@ -148,8 +144,8 @@ func decideUpdateOrganisation(current projections.Organisation, in UpdateOrganis
 		return nil, saasapi.Invalid(saasapi.MsgOrgFieldRequired)
 	}
 	var fields []saasapi.FieldError
-	if in.Name != nil && !validOrgName(*in.Name) {
-		fields = append(fields, fieldErrOrgName)
+	if in.Name != nil {
+		fields = checkName(fields, *in.Name, 1, 120, fieldErrOrgName)
 	}
 	if in.Slug != nil && !validSlug(*in.Slug) {
 		fields = append(fields, fieldErrSlug)

@@ -34,9 +34,7 @@ func decideCreateProject(in CreateProjectInput) (saasapi.ProjectCreated, error) 
 		status = *in.Status
 	}
 	var fields []saasapi.FieldError
-	if !lengthBetween(in.Name, 1, 160) {
-		fields = append(fields, fieldErrProjectName)
-	}
+	fields = checkName(fields, in.Name, 1, 160, fieldErrProjectName)
 	if in.Description != nil && !lengthBetween(*in.Description, 0, 2000) {
 		fields = append(fields, fieldErrDescription)
 	}
@@ -102,8 +100,8 @@ func decideUpdateProject(current projections.Project, in UpdateProjectInput) (*s
 		return nil, saasapi.Invalid(saasapi.MsgProjectFieldRequired)
 	}
 	var fields []saasapi.FieldError
-	if in.Name != nil && !lengthBetween(*in.Name, 1, 160) {
-		fields = append(fields, fieldErrProjectName)
+	if in.Name != nil {
+		fields = checkName(fields, *in.Name, 1, 160, fieldErrProjectName)
 	}
 	if in.Description.Value != nil && !lengthBetween(*in.Description.Value, 0, 2000) {
 		fields = append(fields, fieldErrDescription)

@@ -25,11 +25,16 @@ type RegisterInput struct {
 	DisplayName string
 }
 
-// normaliseEmail trims and lower-cases an address and checks that it is a
-// plain address (no display name, a dotted domain).
+// normaliseEmail trims and lower-cases an address, brings it to NFC (so
+// that one address has one spelling, for uniqueness and sign-in alike) and
+// checks that it is a plain address (no display name, a dotted domain, no
+// control or format characters).
 func normaliseEmail(raw string) (string, bool) {
-	email := strings.ToLower(strings.TrimSpace(raw))
-	if email == "" || len(email) > 254 {
+	if !utf8.ValidString(raw) {
+		return "", false
+	}
+	email, ok := saasapi.IdentityText(strings.ToLower(strings.TrimSpace(raw)))
+	if !ok || email == "" || len(email) > 254 {
 		return "", false
 	}
 	addr, err := mail.ParseAddress(email)
@@ -45,19 +50,39 @@ func normaliseEmail(raw string) (string, bool) {
 	return email, true
 }
 
+// maxSignInKey bounds the bytes of a sign-in throttling key, whatever the
+// caller sent as an email.
+const maxSignInKey = 320
+
+// SignInKey is the form of an email that sign-in throttling counts by: the
+// address as Login normalises it, so that spellings of one account's address
+// share one budget; anything that is not an address is lower-cased, trimmed
+// and cut short.
+func SignInKey(email string) string {
+	if normalised, ok := normaliseEmail(email); ok {
+		return normalised
+	}
+	key := strings.ToLower(strings.TrimSpace(email))
+	if len(key) > maxSignInKey {
+		key = key[:maxSignInKey]
+	}
+	return key
+}
+
 func lengthBetween(s string, lo, hi int) bool {
 	n := utf8.RuneCountInString(s)
 	return n >= lo && n <= hi
 }
 
 // validateRegistration is the pure part of registration: it checks the
-// input and returns the normalised email.
-func validateRegistration(in RegisterInput, minPassword int) (string, error) {
+// input and returns it with the email and display name normalised.
+func validateRegistration(in RegisterInput, minPassword int) (RegisterInput, error) {
 	var fields []saasapi.FieldError
 	email, ok := normaliseEmail(in.Email)
 	if !ok {
 		fields = append(fields, saasapi.FieldError{Field: "email", Message: "value is not a valid email address"})
 	}
+	displayName, readable := saasapi.IdentityText(in.DisplayName)
 	switch {
 	case !lengthBetween(in.Password, minPassword, maxPasswordLength):
 		fields = append(fields, saasapi.FieldError{Field: "password",
@@ -65,20 +90,25 @@ func validateRegistration(in RegisterInput, minPassword int) (string, error) {
 	case strings.TrimFunc(in.Password, unicode.IsSpace) == "":
 		fields = append(fields, saasapi.FieldError{Field: "password", Message: "password must not be only whitespace"})
 	}
-	if !lengthBetween(in.DisplayName, 1, 120) {
+	// The length is that of what is stored: NFC can lengthen a name.
+	switch {
+	case !readable:
+		fields = append(fields, unreadable("display_name"))
+	case !lengthBetween(displayName, 1, 120):
 		fields = append(fields, saasapi.FieldError{Field: "display_name", Message: "display_name must be between 1 and 120 characters"})
 	}
 	if len(fields) > 0 {
-		return "", saasapi.Invalid(saasapi.MsgValidation, fields...)
+		return RegisterInput{}, saasapi.Invalid(saasapi.MsgValidation, fields...)
 	}
-	return email, nil
+	in.Email, in.DisplayName = email, displayName
+	return in, nil
 }
 
 // Register creates a user account: the user's own ledger with a
 // user.registered event, and the password hash in user_credentials (never in
 // an event).
 func (s *Service) Register(ctx context.Context, meta Meta, in RegisterInput) (projections.User, error) {
-	email, err := validateRegistration(in, s.passwordMinLength)
+	in, err := validateRegistration(in, s.passwordMinLength)
 	if err != nil {
 		return projections.User{}, err
 	}
@@ -96,7 +126,7 @@ func (s *Service) Register(ctx context.Context, meta Meta, in RegisterInput) (pr
 		head := eventstore.NewLedger(b, userID, saasapi.LedgerUser)
 		b.Queue(`INSERT INTO user_credentials (user_id, password_hash) VALUES ($1, $2)`, userID, hash)
 		ev := s.newEvent(meta, head, saasapi.StreamUser, userID, 1, saasapi.EventUserRegistered,
-			saasapi.UserRegistered{Email: email, DisplayName: in.DisplayName})
+			saasapi.UserRegistered{Email: in.Email, DisplayName: in.DisplayName})
 		return record(ctx, tx, b, &head, []saasapi.NewEvent{ev})
 	})
 	if err != nil {
@@ -115,7 +145,10 @@ type LoginResult struct {
 // Login checks an email and password and issues an access token. Unknown
 // email, inactive user and wrong password fail alike and cost the same: one
 // Argon2 computation each. Known accounts record user.logged_in or
-// user.login_failed in their own ledger.
+// user.login_failed in their own ledger. A failure is recorded after the
+// answer (every 401 then costs one lookup and one hash, whether or not the
+// account exists, and the caller cannot time the write to learn that it
+// does), and failures are coalesced per account (loginfailures.go).
 func (s *Service) Login(ctx context.Context, meta Meta, email, password string) (LoginResult, error) {
 	fail := saasapi.Errorf(saasapi.EUNAUTHENTICATED, saasapi.MsgInvalidCredentials)
 	normalised, okEmail := normaliseEmail(email)
@@ -136,44 +169,16 @@ func (s *Service) Login(ctx context.Context, meta Meta, email, password string) 
 		return LoginResult{}, err
 	}
 	userID := cred.User.ID
-	eventType, data, principal := saasapi.EventUserLoggedIn, any(saasapi.UserLoggedIn{}), saasapi.UserPrincipal(userID)
 	switch {
 	case !ok:
-		eventType, data = saasapi.EventUserLoginFailed, saasapi.UserLoginFailed{Reason: "invalid_password"}
-		principal = saasapi.Principal{Type: saasapi.PrincipalAnonymous}
+		s.failures.add(userID, "invalid_password", meta)
+		return LoginResult{}, fail
 	case !cred.User.IsActive:
-		eventType, data = saasapi.EventUserLoginFailed, saasapi.UserLoginFailed{Reason: "inactive_user"}
-		principal = saasapi.Principal{Type: saasapi.PrincipalAnonymous}
-	}
-	meta.Principal = principal
-	appendSignIn := func(ctx context.Context) error {
-		_, err := s.write(ctx, func(tx pgx.Tx) ([]saasapi.Event, error) {
-			head, err := eventstore.LockLedger(ctx, tx, userID)
-			if err != nil {
-				return nil, err
-			}
-			version, err := projections.UserVersion(ctx, tx, userID)
-			if err != nil {
-				return nil, err
-			}
-			return record(ctx, tx, &pgx.Batch{}, &head, []saasapi.NewEvent{
-				s.newEvent(meta, head, saasapi.StreamUser, userID, version+1, eventType, data),
-			})
-		})
-		return err
-	}
-	if eventType != saasapi.EventUserLoggedIn {
-		// A failure is recorded after the answer: every 401 then costs one
-		// lookup and one hash, whether or not the account exists, and the
-		// caller cannot time the write to learn that it does.
-		s.background(func(ctx context.Context) {
-			if err := appendSignIn(ctx); err != nil && s.onBackgroundError != nil {
-				s.onBackgroundError(err)
-			}
-		})
+		s.failures.add(userID, "inactive_user", meta)
 		return LoginResult{}, fail
 	}
-	if err := appendSignIn(ctx); err != nil {
+	meta.Principal = saasapi.UserPrincipal(userID)
+	if err := s.appendToUser(ctx, meta, userID, saasapi.EventUserLoggedIn, saasapi.UserLoggedIn{}); err != nil {
 		return LoginResult{}, err
 	}
 	token, ttl, err := s.tokens.Issue(userID)
@@ -181,4 +186,22 @@ func (s *Service) Login(ctx context.Context, meta Meta, email, password string) 
 		return LoginResult{}, err
 	}
 	return LoginResult{AccessToken: token, ExpiresIn: ttl, UserID: userID}, nil
+}
+
+// appendToUser appends one event to the user's own ledger.
+func (s *Service) appendToUser(ctx context.Context, meta Meta, userID saasapi.ID, eventType string, data any) error {
+	_, err := s.write(ctx, func(tx pgx.Tx) ([]saasapi.Event, error) {
+		head, err := eventstore.LockLedger(ctx, tx, userID)
+		if err != nil {
+			return nil, err
+		}
+		version, err := projections.UserVersion(ctx, tx, userID)
+		if err != nil {
+			return nil, err
+		}
+		return record(ctx, tx, &pgx.Batch{}, &head, []saasapi.NewEvent{
+			s.newEvent(meta, head, saasapi.StreamUser, userID, version+1, eventType, data),
+		})
+	})
+	return err
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"net/http"
+	"regexp"
 	"strconv"
 	"time"
 
@@ -69,16 +70,25 @@ var auditTargetTypes = map[string]bool{
 	saasapi.StreamProject: true, saasapi.StreamAPIKey: true,
 }
 
+// actionPattern is the documented shape of an audit action.
+var actionPattern = regexp.MustCompile(`^[a-z_]+\.[a-z_]+$`)
+
 // auditFilter reads the B.1 filters; a malformed one is 422.
 func auditFilter(r *http.Request) (eventstore.AuditFilter, error) {
-	q := r.URL.Query()
+	q, err := readQuery(r, "action", "target_type", "actor_user_id", "actor_api_key_id", "target_id", "since", "until")
+	if err != nil {
+		return eventstore.AuditFilter{}, err
+	}
 	f := eventstore.AuditFilter{Action: q.Get("action"), TargetType: q.Get("target_type")}
 	var fields []saasapi.FieldError
 	bad := func(field, message string) {
 		fields = append(fields, saasapi.FieldError{Field: field, Message: message})
 	}
-	if len(f.Action) > 100 {
+	switch {
+	case len(f.Action) > 100:
 		bad("action", "action must be at most 100 characters")
+	case f.Action != "" && !actionPattern.MatchString(f.Action):
+		bad("action", "action must look like member.role_changed: lower-case words joined by one dot")
 	}
 	if f.TargetType != "" && !auditTargetTypes[f.TargetType] {
 		bad("target_type", "target_type must be one of user, organisation, membership, project, api_key")
@@ -112,7 +122,11 @@ func auditFilter(r *http.Request) (eventstore.AuditFilter, error) {
 // sequenceParam reads an optional non-negative (or, with positive, >= 1)
 // ledger sequence.
 func sequenceParam(r *http.Request, name string, positive bool) (*int64, error) {
-	raw := r.URL.Query().Get(name)
+	q, err := readQuery(r, name)
+	if err != nil {
+		return nil, err
+	}
+	raw := q.Get(name)
 	if raw == "" {
 		return nil, nil
 	}

@@ -53,7 +53,8 @@ func invalidBody(field, message string) *decodeError {
 // decode reads a JSON object into dst (a pointer to a struct) strictly:
 // Go matches object keys to fields case-insensitively, which would let
 // {"ROLE": ...} through, so every key must equal a field's JSON name
-// exactly, appear once, and required keys must be present.
+// exactly, appear once, and required keys must be present; and every
+// string in a value must be text (jsonText).
 func decode(r *http.Request, dst any, required ...string) ([]byte, error) {
 	if ct := r.Header.Get("Content-Type"); ct != "" {
 		mt, _, err := mime.ParseMediaType(ct)
@@ -129,7 +130,7 @@ func checkKeys(body []byte, t reflect.Type, required []string) error {
 		key, _ := tok.(string)
 		nullable, ok := known[key]
 		if !ok {
-			return invalidBody(key, "unknown field")
+			return invalidBody(fieldName(key), "unknown field")
 		}
 		if seen[key] {
 			return invalidBody(key, "duplicate field")
@@ -138,6 +139,9 @@ func checkKeys(body []byte, t reflect.Type, required []string) error {
 		var value json.RawMessage
 		if err := dec.Decode(&value); err != nil {
 			return invalidBody(key, "value is not valid JSON")
+		}
+		if !jsonText(value) {
+			return invalidBody(key, textMessage)
 		}
 		if !nullable && string(value) == "null" {
 			return invalidBody(key, key+" must not be null")

@@ -18,9 +18,9 @@ const maxIdempotencyKey = 255
 
 // idempotencyOf reads the Idempotency-Key header of a request whose JSON
 // body was raw. It returns nil without the header, and a 422 for a key that
-// is empty or longer than 255 characters. The body is fingerprinted in a
-// canonical form (keys sorted, white space dropped), so a retry that
-// re-serialises the same JSON still matches.
+// is empty, longer than 255 characters or not text. The body is
+// fingerprinted in a canonical form (keys sorted, white space dropped), so
+// a retry that re-serialises the same JSON still matches.
 func idempotencyOf(r *http.Request, raw []byte) (*commands.Idempotency, error) {
 	values, present := r.Header[http.CanonicalHeaderKey("Idempotency-Key")]
 	if !present {
@@ -33,6 +33,9 @@ func idempotencyOf(r *http.Request, raw []byte) (*commands.Idempotency, error) {
 	if len(values) != 1 || key == "" || len([]rune(key)) > maxIdempotencyKey {
 		return nil, saasapi.Invalid(saasapi.MsgValidation, saasapi.FieldError{Field: "Idempotency-Key",
 			Message: "Idempotency-Key must be between 1 and 255 characters"})
+	}
+	if !saasapi.ValidText(key) {
+		return nil, saasapi.Invalid(saasapi.MsgValidation, saasapi.FieldError{Field: "Idempotency-Key", Message: textMessage})
 	}
 	var v any
 	if err := json.Unmarshal(raw, &v); err != nil {

@@ -92,6 +92,9 @@ func setup(t testing.TB, opts ...func(*apihttp.Deps)) *env {
 		OnCommit:          e.metrics.CountEvents,
 	})
 	e.svc = svc
+	// Cleanups run last-in first-out: background writes finish before the
+	// pool closes, and none outlives its test.
+	t.Cleanup(svc.Close)
 	deps := apihttp.Deps{
 		Info:     apihttp.Info{AppName: "multi-tenant-saas-api", Version: "0.1.0", Environment: "test"},
 		Commands: svc,
@@ -103,8 +106,14 @@ func setup(t testing.TB, opts ...func(*apihttp.Deps)) *env {
 	for _, opt := range opts {
 		opt(&deps)
 	}
+	// An option may bring a service of its own (other command settings).
+	e.svc = deps.Commands
 	e.server = apihttp.NewServer(deps)
-	e.srv = httptest.NewServer(e.server)
+	// Served as in production: on the listener that turns net/http's own
+	// replies into problem details.
+	e.srv = httptest.NewUnstartedServer(e.server)
+	e.srv.Listener = apihttp.Listener(e.srv.Listener)
+	e.srv.Start()
 	t.Cleanup(e.srv.Close)
 	return e
 }

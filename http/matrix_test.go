@@ -72,6 +72,18 @@ var roleMatrix = map[string]struct {
 	"GET /orgs/{organisation_id}/audit-events/proof/consistency": {nil, [7]int{422, 422, 403, 403, 403, 401, 401}},
 }
 
+// selfRemoval is the expected status of DELETE
+// /orgs/{organisation_id}/members/{user_id} with the caller's own user ID:
+// every member may leave, except the last owner (the matrix organisation has
+// one); the user-only route refuses API keys, and a non-member has nothing
+// to leave.
+var selfRemoval = [7]int{409, 204, 204, 204, 403, 401, 401}
+
+const (
+	selfRemovalRoute = "DELETE /orgs/{organisation_id}/members/{user_id}"
+	selfSuffix       = " (own user_id)"
+)
+
 // publicRoutes need no credentials; every other route must be in roleMatrix.
 var publicRoutes = []string{
 	"GET /healthz", "GET /readyz", "GET /metrics", "POST /auth/register", "POST /auth/login",
@@ -131,8 +143,10 @@ func TestRoleMatrix(t *testing.T) {
 	e := setup(t)
 	tm := e.newTeam()
 	target, newcomer := e.register("Target"), e.register("Newcomer")
-	for _, route := range slices.Sorted(maps.Keys(roleMatrix)) {
-		entry := roleMatrix[route]
+	routes := slices.Sorted(maps.Keys(roleMatrix))
+	routes = append(routes, selfRemovalRoute+selfSuffix)
+	for _, route := range routes {
+		entry := roleMatrix[strings.TrimSuffix(route, selfSuffix)]
 		t.Run(route, func(t *testing.T) {
 			t.Parallel()
 			for i, principal := range principals {
@@ -151,7 +165,17 @@ func TestRoleMatrix(t *testing.T) {
 						"api-key": e.createAPIKey(tm.owner, org).Raw}
 
 					method, template, _ := strings.Cut(route, " ")
-					path := strings.NewReplacer("{organisation_id}", org, "{user_id}", target.ID,
+					userID := target.ID
+					status := entry.status[i]
+					if self, ok := strings.CutSuffix(route, selfSuffix); ok {
+						method, template, _ = strings.Cut(self, " ")
+						if id := map[string]string{"owner": tm.owner.ID, "admin": tm.admin.ID, "member": tm.member.ID,
+							"viewer": tm.viewer.ID, "non-member": tm.outsider.ID}[principal]; id != "" {
+							userID = id
+						}
+						status = selfRemoval[i]
+					}
+					path := strings.NewReplacer("{organisation_id}", org, "{user_id}", userID,
 						"{project_id}", f.project, "{api_key_id}", f.apiKey).Replace(template)
 					if strings.Contains(path, "{") {
 						t.Fatalf("path %s still has a parameter the matrix does not fill in", path)
@@ -162,7 +186,6 @@ func TestRoleMatrix(t *testing.T) {
 					}
 					r := e.do(req{method: method, path: path, token: tokens[principal], body: body})
 
-					status := entry.status[i]
 					switch {
 					case status == http.StatusUnauthorized && principal == "api-key":
 						// An API key is no access token: user-only routes refuse it.
@@ -173,6 +196,8 @@ func TestRoleMatrix(t *testing.T) {
 						wantProblem(t, r, status, saasapi.MsgOrgAccessDenied)
 					case status == http.StatusForbidden:
 						wantProblem(t, r, status, saasapi.MsgInsufficientPerms)
+					case status == http.StatusConflict:
+						wantProblem(t, r, status, saasapi.MsgLastOwner)
 					default:
 						want(t, r, status)
 					}

@@ -442,7 +442,7 @@ func TestRemoveMember(t *testing.T) {
 			{"UnknownOrganisation", tm.owner, saasapi.NewID().String(), tm.member.ID, 404, saasapi.MsgOrgNotFound},
 			{"OutsiderDenied", tm.outsider, org, tm.member.ID, 403, saasapi.MsgOrgAccessDenied},
 			{"MemberForbidden", tm.member, org, tm.viewer.ID, 403, saasapi.MsgInsufficientPerms},
-			{"MemberCannotLeave", tm.member, org, tm.member.ID, 403, saasapi.MsgInsufficientPerms},
+			{"OutsiderCannotLeaveWhatTheyAreNotIn", tm.outsider, org, tm.outsider.ID, 403, saasapi.MsgOrgAccessDenied},
 			{"ViewerForbidden", tm.viewer, org, tm.member.ID, 403, saasapi.MsgInsufficientPerms},
 			{"ViewerForbiddenBeforeNoMembership", tm.viewer, org, tm.outsider.ID, 403, saasapi.MsgInsufficientPerms},
 			{"NoMembershipNotFound", tm.owner, org, tm.outsider.ID, 404, saasapi.MsgMembershipNotFound},
@@ -464,6 +464,33 @@ func TestRemoveMember(t *testing.T) {
 		}
 		wantInvalid(t, del(e, tm.owner, org, "nope"), "user_id")
 		wantInvalid(t, del(e, tm.owner, "nope", tm.member.ID), "organisation_id")
+	})
+
+	t.Run("EveryRoleMayLeave", func(t *testing.T) {
+		t.Parallel()
+		e := e.forT(t)
+		org := e.teamOrg(tm)
+		for _, u := range []user{tm.viewer, tm.member, tm.admin} {
+			want(t, del(e, u, org, u.ID), http.StatusNoContent)
+			wantProblem(t, e.do(req{method: "GET", path: "/orgs/" + org, token: u.Token}), http.StatusForbidden, saasapi.MsgOrgAccessDenied)
+		}
+		// Audited like a removal, with the member who left as the actor.
+		r := e.do(req{method: "GET", path: "/orgs/" + org + "/audit-events?action=member.removed", token: tm.owner.Token})
+		want(t, r, http.StatusOK)
+		items := r.items()
+		if len(items) != 3 {
+			t.Fatalf("member.removed events = %d, want 3", len(items))
+		}
+		for _, it := range items {
+			md, _ := it["metadata"].(map[string]any)
+			if it["actor_user_id"] != md["user_id"] || it["target_type"] != "membership" {
+				t.Fatalf("leaving recorded as %v, want the leaving user as actor of member.removed", it)
+			}
+		}
+		wantProblem(t, del(e, tm.owner, org, tm.owner.ID), http.StatusConflict, saasapi.MsgLastOwner)
+		if got := e.roles(tm.owner, org); !maps.Equal(got, map[string]string{tm.owner.ID: "owner"}) {
+			t.Fatalf("roles = %v, want the last owner, who may not leave", got)
+		}
 	})
 
 	t.Run("OwnerMayLeaveWhileAnotherOwnerRemains", func(t *testing.T) {

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/saasapi/saasapi"
@@ -22,7 +24,11 @@ const requestStateKey ctxKey = iota
 // outer logging and metrics middleware read after the handler returned.
 type requestState struct {
 	requestID string
-	principal saasapi.Principal
+	// serverRequestID is generated for every request, whatever the caller
+	// sent; events of anonymous actors carry it.
+	serverRequestID string
+	client          netip.Addr
+	principal       saasapi.Principal
 }
 
 func stateOf(ctx context.Context) *requestState {
@@ -34,6 +40,34 @@ func stateOf(ctx context.Context) *requestState {
 }
 
 func requestIDOf(ctx context.Context) string { return stateOf(ctx).requestID }
+
+// methodLabel maps a request method to the fixed set that metrics and logs
+// show: a caller cannot add label values (or log bytes) by making methods up.
+func methodLabel(method string) string {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodOptions:
+		return method
+	}
+	return "other"
+}
+
+// maxLogField caps the bytes of a request-derived value in a log line.
+const maxLogField = 256
+
+// logField makes a request-derived value safe to log: valid UTF-8 and at
+// most maxLogField bytes (cut at a character boundary, marked with "...").
+func logField(v string) string {
+	v = strings.ToValidUTF8(v, "\uFFFD")
+	if len(v) <= maxLogField {
+		return v
+	}
+	cut := maxLogField - len("...")
+	for cut > 0 && !utf8.RuneStart(v[cut]) {
+		cut--
+	}
+	return v[:cut] + "..."
+}
 
 // saneRequestID accepts a caller's request ID when it is printable ASCII of
 // at most 128 characters, so that it is safe to log and echo.
@@ -76,9 +110,13 @@ func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter 
 func (s *Server) requestContext(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		st := &requestState{requestID: r.Header.Get("X-Request-ID")}
+		st := &requestState{
+			requestID:       r.Header.Get("X-Request-ID"),
+			serverRequestID: saasapi.NewID().String(),
+			client:          clientAddress(r.RemoteAddr, r.Header.Values("X-Forwarded-For"), s.deps.TrustedProxies),
+		}
 		if !saneRequestID(st.requestID) {
-			st.requestID = saasapi.NewID().String()
+			st.requestID = st.serverRequestID
 		}
 		w.Header().Set("X-Request-ID", st.requestID)
 		ctx := context.WithValue(r.Context(), requestStateKey, st)
@@ -93,11 +131,16 @@ func (s *Server) requestContext(next http.Handler) http.Handler {
 			route = rc.RoutePattern()
 		}
 		elapsed := time.Since(start)
-		s.deps.Metrics.ObserveRequest(r.Method, route, rec.status, elapsed)
+		method := methodLabel(r.Method)
+		s.deps.Metrics.ObserveRequest(method, route, rec.status, elapsed)
 		attrs := []slog.Attr{
 			slog.String("request_id", st.requestID),
-			slog.String("method", r.Method),
+			slog.String("server_request_id", st.serverRequestID),
+			slog.String("method", method),
 			slog.String("route", route),
+			slog.String("path", logField(r.URL.EscapedPath())),
+			slog.String("user_agent", logField(r.UserAgent())),
+			slog.String("client_address", st.client.String()),
 			slog.Int("status", rec.status),
 			slog.Float64("duration_ms", float64(elapsed.Microseconds())/1000),
 		}
@@ -106,6 +149,18 @@ func (s *Server) requestContext(next http.Handler) http.Handler {
 				slog.String("principal_id", st.principal.ID().String()))
 		}
 		s.deps.Logger.LogAttrs(ctx, slog.LevelInfo, "request", attrs...)
+	})
+}
+
+// rejectUnknownMethods answers 501 to a method outside the fixed set that
+// the service knows (RFC 9110, section 9.1), before routing.
+func (s *Server) rejectUnknownMethods(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if methodLabel(r.Method) == "other" {
+			writeProblem(w, r, http.StatusNotImplemented, "method not implemented", nil)
+			return
+		}
+		next.ServeHTTP(w, r)
 	})
 }
 

@@ -18,6 +18,8 @@ func TestNullForDefaultedFieldsIs422(t *testing.T) {
 		{"project status on create", "POST", "/orgs/" + org + "/projects", "status", map[string]any{"name": "Q", "status": nil}},
 		{"project name on update", "PATCH", "/orgs/" + org + "/projects/" + project, "name", map[string]any{"name": nil}},
 		{"project status on update", "PATCH", "/orgs/" + org + "/projects/" + project, "status", map[string]any{"status": nil}},
+		{"organisation name on update", "PATCH", "/orgs/" + org, "name", map[string]any{"name": nil}},
+		{"organisation slug on update", "PATCH", "/orgs/" + org, "slug", map[string]any{"slug": nil}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

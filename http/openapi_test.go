@@ -145,15 +145,23 @@ func checkResponse(hr *http.Request, res response) error {
 	return nil
 }
 
+// knownMethods are the methods the service routes; any other is 501.
+var knownMethods = []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+	http.MethodDelete, http.MethodOptions}
+
 // checkUnrouted accepts a response to a request the document has no
-// operation for only when it is the 404 or 405 problem the router answers
-// for unknown paths and methods (or a docs page).
+// operation for only when it is the 404, 405 or 501 problem the router
+// answers for unknown paths, methods not served there and unknown methods
+// (or a docs page).
 func checkUnrouted(c *contract, hr *http.Request, res response, routeErr error) error {
 	if isDocsPath(hr.URL.Path) && res.Status != http.StatusNotFound {
 		return nil
 	}
 	wantStatus := http.StatusNotFound
-	if errors.Is(routeErr, routers.ErrMethodNotAllowed) {
+	switch {
+	case !slices.Contains(knownMethods, hr.Method):
+		wantStatus = http.StatusNotImplemented
+	case errors.Is(routeErr, routers.ErrMethodNotAllowed):
 		wantStatus = http.StatusMethodNotAllowed
 	}
 	what := fmt.Sprintf("%s %s (no operation in the OpenAPI document: %v) answered %d", hr.Method, hr.URL.Path, routeErr, res.Status)

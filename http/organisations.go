@@ -64,8 +64,8 @@ func (s *Server) handleGetOrganisation() http.HandlerFunc {
 
 func (s *Server) handleUpdateOrganisation() http.HandlerFunc {
 	type request struct {
-		Name *string `json:"name"`
-		Slug *string `json:"slug"`
+		Name *string `json:"name" null:"no"`
+		Slug *string `json:"slug" null:"no"`
 	}
 	return func(w http.ResponseWriter, r *http.Request) {
 		orgID, err := pathID(r, "organisation_id")

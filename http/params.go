@@ -4,7 +4,6 @@ import (
 	"context"
 	"net/http"
 	"strconv"
-	"strings"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/saasapi/saasapi"
@@ -23,7 +22,10 @@ func pathID(r *http.Request, name string) (saasapi.ID, error) {
 
 // pageParams reads limit (1..100, default 50) and offset (>= 0, default 0).
 func pageParams(r *http.Request) (projections.Page, error) {
-	q := r.URL.Query()
+	q, err := readQuery(r, "limit", "offset")
+	if err != nil {
+		return projections.Page{}, err
+	}
 	limit, err := intParam(q.Get("limit"), "limit", 50, 1, 100)
 	if err != nil {
 		return projections.Page{}, err
@@ -83,25 +85,17 @@ func setETag(w http.ResponseWriter, version int64) {
 	w.Header().Set("ETag", `"`+strconv.FormatInt(version, 10)+`"`)
 }
 
-// ifMatch parses If-Match into the version the caller expects. "*" and an
-// absent header impose nothing; anything that is not one of our ETags can
-// never match.
+// ifMatch is the version the request's If-Match expects (parseIfMatch);
+// checkIfMatch has already refused a value that is not text.
 func ifMatch(r *http.Request) *int64 {
-	raw := strings.TrimSpace(r.Header.Get("If-Match"))
-	if raw == "" || raw == "*" {
-		return nil
-	}
-	// If-Match compares strongly (RFC 9110): a weak tag never matches.
-	v, err := strconv.ParseInt(strings.Trim(raw, `"`), 10, 64)
-	if err != nil || strings.HasPrefix(raw, "W/") || !strings.HasPrefix(raw, `"`) {
-		v = -1
-	}
-	return &v
+	v, _ := parseIfMatch(r.Header.Get("If-Match"))
+	return v
 }
 
 // meta builds the command metadata of a request.
 func meta(r *http.Request) commands.Meta {
-	return commands.Meta{Principal: principalOf(r), RequestID: requestIDOf(r.Context()), IfMatch: ifMatch(r)}
+	st := stateOf(r.Context())
+	return commands.Meta{Principal: st.principal, RequestID: st.requestID, ServerRequestID: st.serverRequestID, IfMatch: ifMatch(r)}
 }
 
 // authorize applies the contract's organisation access order for a read:

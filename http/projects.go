@@ -77,10 +77,43 @@ func errBadCursor() error {
 		Message: "cursor is not valid for this query"})
 }
 
+// maxCursor bounds a cursor: one of ours is a few hundred bytes.
+const maxCursor = 4096
+
+// decodeCursor reads a project list cursor. A cursor is caller input like
+// any parameter: its query must be one the parameters themselves could have
+// asked for, and its strings text.
+func decodeCursor(raw string) (projectCursor, error) {
+	var c projectCursor
+	if len(raw) > maxCursor {
+		return projectCursor{}, errBadCursor()
+	}
+	b, err := base64.RawURLEncoding.DecodeString(raw)
+	if err != nil || json.Unmarshal(b, &c) != nil || !jsonText(b) || c.ID == "" {
+		return projectCursor{}, errBadCursor()
+	}
+	if _, err := saasapi.ParseID(c.ID.String()); err != nil {
+		return projectCursor{}, errBadCursor()
+	}
+	switch c.Sort {
+	case projections.SortCreatedAt, projections.SortName, projections.SortStatus:
+	default:
+		return projectCursor{}, errBadCursor()
+	}
+	if (c.Status != "" && c.Status != projections.ProjectActive && c.Status != projections.ProjectArchived) ||
+		len([]rune(c.Name)) > 160 || len([]rune(c.Key)) > 160 {
+		return projectCursor{}, errBadCursor()
+	}
+	return c, nil
+}
+
 // projectQuery reads the list parameters of A.6 and B.3.
 func projectQuery(r *http.Request) (projections.ProjectQuery, error) {
-	q := r.URL.Query()
 	page, err := pageParams(r)
+	if err != nil {
+		return projections.ProjectQuery{}, err
+	}
+	q, err := readQuery(r, "status", "name", "sort_by", "sort_direction", "cursor")
 	if err != nil {
 		return projections.ProjectQuery{}, err
 	}
@@ -118,24 +151,9 @@ func projectQuery(r *http.Request) (projections.ProjectQuery, error) {
 	}
 	// A cursor continues the query it came from: parameters given next to
 	// it must agree with it, and omitted ones are taken from it.
-	var c projectCursor
-	b, err := base64.RawURLEncoding.DecodeString(raw)
-	if err != nil || json.Unmarshal(b, &c) != nil || c.ID == "" {
-		return projections.ProjectQuery{}, errBadCursor()
-	}
-	if _, err := saasapi.ParseID(c.ID.String()); err != nil {
-		return projections.ProjectQuery{}, errBadCursor()
-	}
-	// A cursor is caller input like any parameter: its query must be one
-	// the parameters themselves could have asked for.
-	switch c.Sort {
-	case projections.SortCreatedAt, projections.SortName, projections.SortStatus:
-	default:
-		return projections.ProjectQuery{}, errBadCursor()
-	}
-	if (c.Status != "" && c.Status != projections.ProjectActive && c.Status != projections.ProjectArchived) ||
-		len([]rune(c.Name)) > 160 || len([]rune(c.Key)) > 160 {
-		return projections.ProjectQuery{}, errBadCursor()
+	c, err := decodeCursor(raw)
+	if err != nil {
+		return projections.ProjectQuery{}, err
 	}
 	if page.Offset != 0 ||
 		(q.Has("sort_by") && c.Sort != pq.Sort) || (q.Has("sort_direction") && c.Desc != pq.Desc) ||

@@ -1,11 +1,15 @@
 package http
 
-import "github.com/go-chi/chi/v5"
+import (
+	"github.com/go-chi/chi/v5"
+
+	"github.com/saasapi/saasapi/observability"
+)
 
 // routes lists the whole API surface on one screen.
 func (s *Server) routes() {
 	r := s.router
-	r.Use(s.requestContext, s.recoverPanics, s.secureHeaders)
+	r.Use(s.requestContext, s.recoverPanics, s.secureHeaders, s.rejectUnknownMethods)
 	r.NotFound(s.handleNotFound())
 	r.MethodNotAllowed(s.handleMethodNotAllowed())
 
@@ -21,12 +25,14 @@ func (s *Server) routes() {
 	// The key that verifies every ledger checkpoint (audit.go, ledger.go).
 	r.Get("/ledger/verifier-key", s.handleVerifierKey())
 
-	r.Post("/auth/register", s.handleRegister())
-	r.Post("/auth/login", s.handleLogin())
+	// Anonymous routes, throttled per client address (throttle.go); login
+	// also per account, counting failures only.
+	r.Post("/auth/register", s.throttleAddress(s.limits.registerAddress, observability.AuthRegister, s.handleRegister()))
+	r.Post("/auth/login", s.throttleAddress(s.limits.loginAddress, observability.AuthLogin, s.handleLogin()))
 
 	// Routes for signed-in users only: an API key here is 401.
 	r.Group(func(r chi.Router) {
-		r.Use(s.requireUser)
+		r.Use(s.requireUser, s.checkIfMatch)
 		r.Get("/me", s.handleMe())
 		r.Get("/me/audit-events", s.handleMyAuditEvents())
 		r.Get("/me/audit-events/checkpoint", s.handleMyAuditCheckpoint())
@@ -55,7 +61,7 @@ func (s *Server) routes() {
 
 	// Project routes: a signed-in user, or an API key of the organisation.
 	r.Group(func(r chi.Router) {
-		r.Use(s.requireUserOrAPIKey)
+		r.Use(s.requireUserOrAPIKey, s.checkIfMatch)
 		r.Post("/orgs/{organisation_id}/projects", s.handleCreateProject())
 		r.Get("/orgs/{organisation_id}/projects", s.handleListProjects())
 		r.Get("/orgs/{organisation_id}/projects/{project_id}", s.handleGetProject())

@@ -8,6 +8,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"net/netip"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -40,12 +41,17 @@ type Deps struct {
 	// Ready reports whether the database answers and its schema is current;
 	// nil means only a ping.
 	Ready func(ctx context.Context) error
+	// Throttle sets the abuse limits; nil means DefaultThrottle.
+	Throttle *Throttle
+	// TrustedProxies are the peers whose X-Forwarded-For names the client.
+	TrustedProxies []netip.Prefix
 }
 
 // Server is the HTTP handler of the API.
 type Server struct {
 	deps   Deps
 	router chi.Router
+	limits limiters
 }
 
 // NewServer returns the API's handler.
@@ -59,7 +65,11 @@ func NewServer(deps Deps) *Server {
 	if deps.Ledger == nil {
 		deps.Ledger = ephemeralLedgerSigner(deps.Info.AppName)
 	}
-	s := &Server{deps: deps, router: chi.NewRouter()}
+	throttle := DefaultThrottle
+	if deps.Throttle != nil {
+		throttle = *deps.Throttle
+	}
+	s := &Server{deps: deps, router: chi.NewRouter(), limits: newLimiters(throttle)}
 	s.routes()
 	return s
 }

@@ -50,6 +50,7 @@ func downEnv(t *testing.T, e *env) *env {
 	svc := commands.New(pool, commands.Config{
 		Hasher: auth.NewHasher(auth.TestParams, 0), Tokens: e.tokens, PasswordMinLength: 12,
 	})
+	t.Cleanup(svc.Close)
 	d := *e
 	d.t = t
 	d.metrics = observability.NewMetrics()

@@ -6,6 +6,7 @@ import (
 
 	"github.com/saasapi/saasapi"
 	"github.com/saasapi/saasapi/commands"
+	"github.com/saasapi/saasapi/observability"
 	"github.com/saasapi/saasapi/projections"
 )
 
@@ -80,12 +81,26 @@ func (s *Server) handleLogin() http.HandlerFunc {
 			s.deps.Metrics.AuthAttempt("login", "invalid")
 			return
 		}
+		// Failures are budgeted per account and client address: an attacker
+		// spends their own budget for the account, not that of its owner
+		// signing in from elsewhere. The token is taken before the check, so
+		// that concurrent guesses cannot all pass, and given back on success.
+		key := commands.SignInKey(req.Email) + " " + addressKey(stateOf(r.Context()).client)
+		budget, delay := s.limits.loginAccount.take(key)
+		if delay > 0 {
+			s.writeThrottled(w, r, observability.AuthLogin, delay)
+			return
+		}
 		res, err := s.deps.Commands.Login(r.Context(), meta(r), req.Email, req.Password)
 		if err != nil {
+			if saasapi.ErrorCode(err) != saasapi.EUNAUTHENTICATED {
+				budget.refund() // not a failed guess
+			}
 			s.deps.Metrics.AuthAttempt("login", outcomeOf(err))
 			s.writeError(w, r, err)
 			return
 		}
+		budget.refund()
 		s.deps.Metrics.AuthAttempt("login", "success")
 		encode(w, http.StatusOK, response{AccessToken: res.AccessToken, TokenType: "bearer",
 			ExpiresInSeconds: int64(res.ExpiresIn / time.Second)})

@@ -145,13 +145,28 @@ func loadCompose(t *testing.T) compose {
 	return c
 }
 
+// publishedPort is one entry of a service's ports, written
+// "[hostIP:]hostPort:containerPort".
+type publishedPort struct{ hostIP, host, container string }
+
+func parsePort(p string) (publishedPort, bool) {
+	parts := strings.Split(p, ":")
+	switch len(parts) {
+	case 2:
+		return publishedPort{host: parts[0], container: parts[1]}, true
+	case 3:
+		return publishedPort{hostIP: parts[0], host: parts[1], container: parts[2]}, true
+	}
+	return publishedPort{}, false
+}
+
 // containerPort returns the container port that a service publishes as
-// hostPort ("hostPort:containerPort"), or fails the test.
+// hostPort ("[hostIP:]hostPort:containerPort"), or fails the test.
 func (s composeService) containerPort(t *testing.T, name, hostPort string) string {
 	t.Helper()
 	for _, p := range s.Ports {
-		if host, container, ok := strings.Cut(p, ":"); ok && host == hostPort {
-			return container
+		if pp, ok := parsePort(p); ok && pp.host == hostPort {
+			return pp.container
 		}
 	}
 	t.Fatalf("service %s does not publish host port %s (ports %q)", name, hostPort, s.Ports)
@@ -225,6 +240,19 @@ func TestComposeServices(t *testing.T) {
 		} {
 			if got := c.Services[tt.service].containerPort(t, tt.service, tt.port); got != tt.port {
 				t.Errorf("service %s publishes %s:%s, want %s:%s", tt.service, tt.port, got, tt.port, tt.port)
+			}
+		}
+	})
+
+	t.Run("PublishesOnLoopbackOnly", func(t *testing.T) {
+		t.Parallel()
+		// The stack's secrets are public placeholders: nothing may be
+		// reachable from other machines unless an operator says so.
+		for name, svc := range c.Services {
+			for _, p := range svc.Ports {
+				if pp, ok := parsePort(p); !ok || pp.hostIP != "127.0.0.1" {
+					t.Errorf("service %s publishes %q, want 127.0.0.1:HOST:CONTAINER", name, p)
+				}
 			}
 		}
 	})

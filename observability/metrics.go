@@ -30,9 +30,10 @@ const (
 
 // Outcomes of the auth_attempts_total family.
 const (
-	OutcomeSuccess  = "success"
-	OutcomeFailure  = "failure"
-	OutcomeConflict = "conflict" // registration with an email already taken
+	OutcomeSuccess   = "success"
+	OutcomeFailure   = "failure"
+	OutcomeConflict  = "conflict"  // registration with an email already taken
+	OutcomeThrottled = "throttled" // refused by a rate limit before any check
 )
 
 // requestBuckets span a cache-warm read (about a millisecond) to a request
@@ -127,6 +128,8 @@ func (m *Metrics) preinitialise() {
 		}
 	}
 	m.authAttempts.WithLabelValues(AuthRegister, OutcomeConflict)
+	m.authAttempts.WithLabelValues(AuthRegister, OutcomeThrottled)
+	m.authAttempts.WithLabelValues(AuthLogin, OutcomeThrottled)
 	// Audit actions are the event catalogue's type names.
 	for _, action := range saasapi.EventTypes() {
 		m.auditEvents.WithLabelValues(action)

@@ -116,10 +116,12 @@ func service(t *testing.T, url string) (*pgxpool.Pool, *commands.Service) {
 		t.Fatal(err)
 	}
 	t.Cleanup(app.Close)
-	return app, commands.New(app, commands.Config{
+	svc := commands.New(app, commands.Config{
 		Hasher: auth.NewHasher(auth.TestParams, 0),
 		Tokens: auth.NewTokenIssuer([]byte(strings.Repeat("k", 32)), "test", time.Minute),
 	})
+	t.Cleanup(svc.Close) // before the pool closes
+	return app, svc
 }
 
 func (w *world) createProject(t *testing.T, user saasapi.ID, name string) saasapi.ID {

@@ -14,6 +14,9 @@
 #                     the file's structure is also tested by observability's tests)
 #   promtool          promtool check config observability/prometheus/prometheus.yml
 #   actionlint        actionlint on .github/workflows/ci.yml (pinned, via go run)
+#   openapi lint      @redocly/cli lint http/openapi.yaml, no errors allowed
+#                     (pinned by tools/openapi-lint/package-lock.json, installed
+#                     with npm ci into a cache directory outside the tree)
 #   tests + coverage  go test -race with coverage over every package, against
 #                     one PostgreSQL cluster started for the run, or against
 #                     SAAS_API_TEST_DATABASE_URL when it is set (CI's service
@@ -34,6 +37,10 @@ cd "$(dirname "$0")/.."
 # against ours, and that version does not build it.
 ACTIONLINT_VERSION=v1.7.12
 GO=${GO:-go}
+# npm ci installs the linter here, from tools/openapi-lint's lock file; a
+# cache directory keeps node_modules out of the tree (gofmt, the guardrails
+# and the Docker context walk it).
+OPENAPI_LINT_DIR=${XDG_CACHE_HOME:-$HOME/.cache}/saasapi/openapi-lint
 
 gate_start=$SECONDS
 step_name=''
@@ -122,6 +129,18 @@ fi
 step "actionlint"
 $GO run "github.com/rhysd/actionlint/cmd/actionlint@$ACTIONLINT_VERSION" .github/workflows/ci.yml
 echo "    .github/workflows/ci.yml: clean"
+
+step "openapi lint"
+if command -v npm >/dev/null 2>&1; then
+	mkdir -p "$OPENAPI_LINT_DIR"
+	cp tools/openapi-lint/package.json tools/openapi-lint/package-lock.json "$OPENAPI_LINT_DIR/"
+	npm ci --prefix "$OPENAPI_LINT_DIR" --no-audit --no-fund --loglevel=error
+	# The ignore file beside the document lists the accepted warnings, each
+	# with its reason; errors always fail.
+	"$OPENAPI_LINT_DIR/node_modules/.bin/redocly" lint http/openapi.yaml
+else
+	missing npm "Debian/Ubuntu: apt-get install npm (Node.js 20.19 or later)"
+fi
 
 step "tests + coverage"
 test_cmd=("$GO" test -race -count=1 -covermode=atomic -coverpkg=./... -coverprofile=coverage.out ./...)

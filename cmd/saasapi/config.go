@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"math"
 	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
 
+	apihttp "github.com/saasapi/saasapi/http"
 	"github.com/saasapi/saasapi/observability"
 )
 
@@ -50,6 +52,13 @@ type Config struct {
 	DevDir            string        // DEV_DIR, where dev keeps its PostgreSQL cluster
 	LedgerOrigin      string        // LEDGER_ORIGIN, the checkpoints' origin prefix; empty: derived from AppName
 	LedgerSigningKey  string        // LEDGER_SIGNING_KEY, the note signer key of the checkpoints (ledgerkey.go)
+
+	// Abuse limits, per replica (apihttp.Throttle).
+	LoginAccountRate    apihttp.Rate  // LOGIN_ACCOUNT_RATE and LOGIN_ACCOUNT_BURST: failed sign-ins per account and address
+	LoginAddressRate    apihttp.Rate  // LOGIN_ADDRESS_RATE: sign-in attempts per client address
+	RegisterAddressRate apihttp.Rate  // REGISTER_ADDRESS_RATE: registrations per client address
+	LoginFailureWindow  time.Duration // LOGIN_FAILURE_WINDOW_SECONDS: failed sign-ins summed into one event
+	TrustedProxies      string        // TRUSTED_PROXIES: comma-separated CIDRs whose X-Forwarded-For is believed
 }
 
 // loadConfig reads the configuration through getenv (os.Getenv in main, a
@@ -94,6 +103,23 @@ func loadConfig(getenv func(string) string, defaultAddr string) (Config, error) 
 	minLen, err := parseInt("PASSWORD_MIN_LENGTH", get("PASSWORD_MIN_LENGTH", "12"), 1, 256)
 	errs = append(errs, err)
 	c.PasswordMinLength = int(minLen)
+	c.LoginAccountRate, err = parseRate("LOGIN_ACCOUNT_RATE", get("LOGIN_ACCOUNT_RATE", "10/15m"))
+	errs = append(errs, err)
+	burst, err := parseInt("LOGIN_ACCOUNT_BURST", get("LOGIN_ACCOUNT_BURST", "5"), 1, maxRateEvents)
+	errs = append(errs, err)
+	if c.LoginAccountRate.Events > 0 {
+		c.LoginAccountRate.Burst = int(burst)
+	}
+	c.LoginAddressRate, err = parseRate("LOGIN_ADDRESS_RATE", get("LOGIN_ADDRESS_RATE", "100/1m"))
+	errs = append(errs, err)
+	c.RegisterAddressRate, err = parseRate("REGISTER_ADDRESS_RATE", get("REGISTER_ADDRESS_RATE", "100/1m"))
+	errs = append(errs, err)
+	window, err := parseInt("LOGIN_FAILURE_WINDOW_SECONDS", get("LOGIN_FAILURE_WINDOW_SECONDS", "300"), 1, 86400)
+	errs = append(errs, err)
+	c.LoginFailureWindow = time.Duration(window) * time.Second
+	c.TrustedProxies = get("TRUSTED_PROXIES", "")
+	_, err = parseProxies(c.TrustedProxies)
+	errs = append(errs, err)
 	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
 		errs = append(errs, fmt.Errorf("%sHTTP_ADDR: %q is not a host:port listen address: %w", envPrefix, c.HTTPAddr, err))
 	}
@@ -154,6 +180,48 @@ func parseBool(name, v string) (bool, error) {
 		return false, nil
 	}
 	return false, fmt.Errorf("%s%s: %q is not a boolean (want true, false, 1, 0, yes or no)", envPrefix, name, v)
+}
+
+// maxRateEvents bounds the counts of a rate setting and a burst.
+const maxRateEvents = 1_000_000
+
+// parseRate parses a token bucket rate written as COUNT/DURATION ("10/15m",
+// "100/1m", DURATION as Go writes it, 1s to 24h), or "off" for no limit.
+// The burst is the count; LOGIN_ACCOUNT_BURST sets its own.
+func parseRate(name, v string) (apihttp.Rate, error) {
+	v = strings.TrimSpace(v)
+	if strings.EqualFold(v, "off") {
+		return apihttp.Rate{}, nil
+	}
+	count, per, ok := strings.Cut(v, "/")
+	n, errN := strconv.Atoi(count)
+	d, errD := time.ParseDuration(per)
+	if !ok || errN != nil || errD != nil || n < 1 || n > maxRateEvents || d < time.Second || d > 24*time.Hour {
+		return apihttp.Rate{}, fmt.Errorf("%s%s: %q is not a rate such as 10/15m (a count from 1 to %d, a duration from 1s to 24h) or off",
+			envPrefix, name, v, maxRateEvents)
+	}
+	return apihttp.Rate{Events: n, Per: d, Burst: n}, nil
+}
+
+// parseProxies parses comma-separated CIDRs (a bare address is one host).
+func parseProxies(v string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, field := range strings.Split(v, ",") {
+		field = strings.TrimSpace(field)
+		if field == "" {
+			continue
+		}
+		p, err := netip.ParsePrefix(field)
+		if err != nil {
+			addr, errAddr := netip.ParseAddr(field)
+			if errAddr != nil {
+				return nil, fmt.Errorf("%sTRUSTED_PROXIES: %q is not a CIDR such as 10.0.0.0/8 or an address", envPrefix, field)
+			}
+			p = netip.PrefixFrom(addr, addr.BitLen())
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
 }
 
 // parseInt parses a decimal integer within [low, high].

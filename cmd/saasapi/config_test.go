@@ -9,6 +9,7 @@ import (
 
 	"github.com/saasapi/saasapi"
 	"github.com/saasapi/saasapi/eventstore"
+	apihttp "github.com/saasapi/saasapi/http"
 )
 
 // envOf returns a getenv that reads from vars, as the real environment would.
@@ -30,6 +31,11 @@ func defaultConfig(addr string) Config {
 		PasswordMinLength: 12,
 		HTTPAddr:          addr,
 		DevDir:            ".data",
+
+		LoginAccountRate:    apihttp.Rate{Events: 10, Per: 15 * time.Minute, Burst: 5},
+		LoginAddressRate:    apihttp.Rate{Events: 100, Per: time.Minute, Burst: 100},
+		RegisterAddressRate: apihttp.Rate{Events: 100, Per: time.Minute, Burst: 100},
+		LoginFailureWindow:  5 * time.Minute,
 	}
 }
 
@@ -73,6 +79,13 @@ func TestLoadConfig_Overrides(t *testing.T) {
 		{"SAAS_API_HTTP_ADDR", ":0", func(c *Config) { c.HTTPAddr = ":0" }},
 		{"SAAS_API_HTTP_ADDR", "[::1]:9000", func(c *Config) { c.HTTPAddr = "[::1]:9000" }},
 		{"SAAS_API_DEV_DIR", "/var/lib/saasapi", func(c *Config) { c.DevDir = "/var/lib/saasapi" }},
+		{"SAAS_API_LOGIN_ACCOUNT_RATE", "20/1h", func(c *Config) { c.LoginAccountRate = apihttp.Rate{Events: 20, Per: time.Hour, Burst: 5} }},
+		{"SAAS_API_LOGIN_ACCOUNT_RATE", "off", func(c *Config) { c.LoginAccountRate = apihttp.Rate{} }},
+		{"SAAS_API_LOGIN_ACCOUNT_BURST", "3", func(c *Config) { c.LoginAccountRate.Burst = 3 }},
+		{"SAAS_API_LOGIN_ADDRESS_RATE", "300/1m", func(c *Config) { c.LoginAddressRate = apihttp.Rate{Events: 300, Per: time.Minute, Burst: 300} }},
+		{"SAAS_API_REGISTER_ADDRESS_RATE", "OFF", func(c *Config) { c.RegisterAddressRate = apihttp.Rate{} }},
+		{"SAAS_API_LOGIN_FAILURE_WINDOW_SECONDS", "60", func(c *Config) { c.LoginFailureWindow = time.Minute }},
+		{"SAAS_API_TRUSTED_PROXIES", "10.0.0.0/8, 192.0.2.1,fd00::/8", func(c *Config) { c.TrustedProxies = "10.0.0.0/8, 192.0.2.1,fd00::/8" }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name+"="+tt.value, func(t *testing.T) {
@@ -106,6 +119,16 @@ func TestLoadConfig_RejectsInvalidValuesNamingTheVariable(t *testing.T) {
 		{"SAAS_API_PASSWORD_MIN_LENGTH", "twelve"},
 		{"SAAS_API_HTTP_ADDR", "8000"},
 		{"SAAS_API_HTTP_ADDR", "localhost"},
+		{"SAAS_API_LOGIN_ACCOUNT_RATE", "10"},
+		{"SAAS_API_LOGIN_ACCOUNT_RATE", "0/1m"},
+		{"SAAS_API_LOGIN_ACCOUNT_RATE", "10/15"},
+		{"SAAS_API_LOGIN_ACCOUNT_RATE", "10/100ms"},
+		{"SAAS_API_LOGIN_ACCOUNT_BURST", "0"},
+		{"SAAS_API_LOGIN_ADDRESS_RATE", "many/1m"},
+		{"SAAS_API_REGISTER_ADDRESS_RATE", "100/48h"},
+		{"SAAS_API_LOGIN_FAILURE_WINDOW_SECONDS", "0"},
+		{"SAAS_API_TRUSTED_PROXIES", "10.0.0.0/33"},
+		{"SAAS_API_TRUSTED_PROXIES", "proxy.internal"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name+"="+tt.value, func(t *testing.T) {
@@ -208,7 +231,7 @@ func TestLedgerSigningKeyConfig(t *testing.T) {
 	t.Parallel()
 	// Outside local and test, serve refuses to start without a key, as it
 	// does with a guessable JWT secret.
-	err := run(t.Context(), []string{"serve"}, envOf(map[string]string{
+	err := run(t.Context(), []string{"serve"}, environment(map[string]string{
 		"SAAS_API_ENVIRONMENT":  "production",
 		"SAAS_API_JWT_SECRET":   strings.Repeat("s", 32),
 		"SAAS_API_DATABASE_URL": "postgres://127.0.0.1:1/none",

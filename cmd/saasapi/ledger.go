@@ -57,27 +57,6 @@ on standard output, the verifier key to publish on standard error. NAME
 defaults to the ledger origin.
 `
 
-// parseFlags parses a subcommand's flags: -h or --help prints usage to
-// stdout (done, nil); a bad flag or a stray argument prints it to stderr
-// (errUsage).
-func parseFlags(fs *flag.FlagSet, args []string, usage string, stdout, stderr io.Writer) (bool, error) {
-	fs.SetOutput(stderr)
-	fs.Usage = func() {}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprint(stdout, usage)
-			return true, nil
-		}
-		fmt.Fprint(stderr, "\n"+usage)
-		return true, errUsage
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "%s: unexpected argument %q\n\n%s", fs.Name(), fs.Arg(0), usage)
-		return true, errUsage
-	}
-	return false, nil
-}
-
 // usageFail reports a usage problem found after parsing.
 func usageFail(stderr io.Writer, command, msg, usage string) error {
 	fmt.Fprintf(stderr, "%s: %s\n\n%s", command, msg, usage)
@@ -125,6 +104,35 @@ func openCheckpointFile(path, key string) (eventstore.Checkpoint, saasapi.ID, er
 		return eventstore.Checkpoint{}, "", &integrityError{err.Error()}
 	}
 	return cp, ledger, nil
+}
+
+// evidence is what audit verify checks a ledger against besides itself.
+type evidence struct {
+	pin        pinFlag
+	checkpoint string
+	key        string
+}
+
+// resolve checks the evidence flags and reads the checkpoint; the ledger is
+// --org or, with a checkpoint, the one its origin names.
+func (ev evidence) resolve(orgID saasapi.ID, stderr io.Writer) (*eventstore.Checkpoint, saasapi.ID, error) {
+	const name = "saasapi audit verify"
+	switch {
+	case (ev.checkpoint == "") != (ev.key == ""):
+		return nil, "", usageFail(stderr, name, "--checkpoint and --key go together", auditVerifyUsage)
+	case ev.checkpoint != "":
+		c, ledger, err := openCheckpointFile(ev.checkpoint, ev.key)
+		if err != nil {
+			return nil, "", err
+		}
+		if orgID != "" && orgID != ledger {
+			return nil, "", usageFail(stderr, name, fmt.Sprintf("the checkpoint is for ledger %s, not --org %s", ledger, orgID), auditVerifyUsage)
+		}
+		return &c, ledger, nil
+	case ev.pin.set && orgID == "":
+		return nil, "", usageFail(stderr, name, "--pin needs --org (or --checkpoint) to name the ledger", auditVerifyUsage)
+	}
+	return nil, orgID, nil
 }
 
 // integrityError is a verification that failed for a reason other than a
@@ -303,26 +311,29 @@ func verifyExport(r io.Reader, cp eventstore.Checkpoint, ledger saasapi.ID, stdo
 	return nil
 }
 
-// runVerifyExport runs `saasapi audit verify-export`.
-func runVerifyExport(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	const name = "saasapi audit verify-export"
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	checkpoint := fs.String("checkpoint", "", "the signed checkpoint file")
+// verifyExportFlags defines the flags of `saasapi audit verify-export`.
+func verifyExportFlags(fs *flag.FlagSet) action {
+	checkpoint := fs.String("checkpoint", "", "the signed checkpoint `file`")
 	key := fs.String("key", "", "the verifier key, or a file holding it")
 	file := fs.String("file", "", "the NDJSON export (default: standard input)")
-	if done, err := parseFlags(fs, args, verifyExportUsage, stdout, stderr); done {
-		return err
+	return func(_ context.Context, _ environment, stdout, stderr io.Writer) error {
+		return runVerifyExport(*checkpoint, *key, *file, os.Stdin, stdout, stderr)
 	}
-	if *checkpoint == "" || *key == "" {
-		return usageFail(stderr, name, "--checkpoint and --key are required", verifyExportUsage)
+}
+
+// runVerifyExport runs `saasapi audit verify-export`. It reads no
+// configuration at all.
+func runVerifyExport(checkpoint, key, file string, stdin io.Reader, stdout, stderr io.Writer) error {
+	if checkpoint == "" || key == "" {
+		return usageFail(stderr, "saasapi audit verify-export", "--checkpoint and --key are required", verifyExportUsage)
 	}
-	cp, ledger, err := openCheckpointFile(*checkpoint, *key)
+	cp, ledger, err := openCheckpointFile(checkpoint, key)
 	if err != nil {
 		return err
 	}
 	in := stdin
-	if *file != "" {
-		f, err := os.Open(*file)
+	if file != "" {
+		f, err := os.Open(file)
 		if err != nil {
 			return err
 		}
@@ -332,25 +343,28 @@ func runVerifyExport(args []string, stdin io.Reader, stdout, stderr io.Writer) e
 	return verifyExport(in, cp, ledger, stdout)
 }
 
-// runKeygen runs `saasapi audit keygen`.
-func runKeygen(args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("saasapi audit keygen", flag.ContinueOnError)
+// keygenFlags defines the flags of `saasapi audit keygen`.
+func keygenFlags(fs *flag.FlagSet) action {
 	name := fs.String("name", "", "the key's name (default: the ledger origin)")
-	if done, err := parseFlags(fs, args, keygenUsage, stdout, stderr); done {
-		return err
+	return func(_ context.Context, env environment, stdout, stderr io.Writer) error {
+		return runKeygen(*name, env, stdout, stderr)
 	}
-	if *name == "" {
-		cfg, err := loadConfig(getenv, ":8000")
+}
+
+// runKeygen runs `saasapi audit keygen`.
+func runKeygen(name string, env environment, stdout, stderr io.Writer) error {
+	if name == "" {
+		cfg, err := loadConfig(env.get, ":8000")
 		if err != nil {
 			return err
 		}
-		*name = cfg.ledgerOrigin()
+		name = cfg.ledgerOrigin()
 	}
-	skey, err := eventstore.GenerateSigningKey(*name)
+	skey, err := eventstore.GenerateSigningKey(name)
 	if err != nil {
 		return err
 	}
-	s, err := eventstore.NewLedgerSigner(skey, *name)
+	s, err := eventstore.NewLedgerSigner(skey, name)
 	if err != nil {
 		return fmt.Errorf("audit keygen: --name %w", err)
 	}
@@ -408,18 +422,26 @@ func (c monitorClient) get(ctx context.Context, path string) ([]byte, error) {
 	return body, nil
 }
 
-// runMonitor runs `saasapi audit monitor`.
-func runMonitor(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	const name = "saasapi audit monitor"
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	base := fs.String("url", "", "the service's base URL")
-	org := fs.String("org", "", "the organisation ID")
-	tokenFile := fs.String("token-file", "", "a file holding an access token of an owner or admin")
-	stateDir := fs.String("state", "", "the directory keeping the pinned key and the last checkpoint")
-	key := fs.String("key", "", "the verifier key to pin on the first run, or a file holding it")
-	if done, err := parseFlags(fs, args, monitorUsage, stdout, stderr); done {
-		return err
+// monitorFlags defines the flags of `saasapi audit monitor`.
+func monitorFlags(fs *flag.FlagSet) action {
+	var m monitorArgs
+	fs.StringVar(&m.base, "url", "", "the service's base URL")
+	fs.StringVar(&m.org, "org", "", "the organisation ID")
+	fs.StringVar(&m.tokenFile, "token-file", "", "a file holding an access token of an owner or admin")
+	fs.StringVar(&m.stateDir, "state", "", "the `directory` keeping the pinned key and the last checkpoint")
+	fs.StringVar(&m.key, "key", "", "the verifier key to pin on the first run, or a file holding it")
+	return func(ctx context.Context, _ environment, stdout, stderr io.Writer) error {
+		return runMonitor(ctx, m, stdout, stderr)
 	}
+}
+
+// monitorArgs are the flags of `saasapi audit monitor`.
+type monitorArgs struct{ base, org, tokenFile, stateDir, key string }
+
+// runMonitor runs `saasapi audit monitor`.
+func runMonitor(ctx context.Context, m monitorArgs, stdout, stderr io.Writer) error {
+	const name = "saasapi audit monitor"
+	base, org, tokenFile, stateDir, key := &m.base, &m.org, &m.tokenFile, &m.stateDir, &m.key
 	if *base == "" || *org == "" || *tokenFile == "" || *stateDir == "" {
 		return usageFail(stderr, name, "--url, --org, --token-file and --state are required", monitorUsage)
 	}

@@ -134,8 +134,19 @@ func (w *ledgerWorld) export() []string {
 func cli(t *testing.T, vars map[string]string, args ...string) (string, string, error) {
 	t.Helper()
 	var out, errOut bytes.Buffer
-	err := run(t.Context(), args, envOf(vars), &out, &errOut)
+	err := run(t.Context(), args, environment(vars), &out, &errOut)
 	return out.String(), errOut.String(), err
+}
+
+// exitCode is the exit status main gives err.
+func exitCode(err error) int {
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, errUsage):
+		return exitUsage
+	}
+	return 1
 }
 
 // wantIntegrityFailure checks that err is an integrity failure (exit 1)
@@ -166,7 +177,7 @@ func TestVerifyExportCatchesAlteredExports(t *testing.T) {
 	}
 	// Standard input, and the key from a file.
 	in := strings.NewReader(strings.Join(lines, "\n") + "\n")
-	if err := runVerifyExport([]string{"--checkpoint", cp, "--key", w.file("key", []byte(w.vkey+"\n"))}, in, io.Discard, io.Discard); err != nil {
+	if err := runVerifyExport(cp, w.file("key", []byte(w.vkey+"\n")), "", in, io.Discard, io.Discard); err != nil {
 		t.Fatalf("export on standard input: %v", err)
 	}
 

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/saasapi/saasapi/internal/pgcluster"
 	"github.com/saasapi/saasapi/internal/testdb"
 	"github.com/saasapi/saasapi/migrations"
 )
@@ -42,7 +43,7 @@ func (l *lockedBuffer) String() string {
 func TestHelpListsSubcommands(t *testing.T) {
 	t.Parallel()
 	var out bytes.Buffer
-	if err := run(t.Context(), []string{"--help"}, envOf(nil), &out, io.Discard); err != nil {
+	if err := run(t.Context(), []string{"--help"}, environment(nil), &out, io.Discard); err != nil {
 		t.Fatalf("--help: %v", err)
 	}
 	for _, sub := range []string{"dev", "serve", "migrate"} {
@@ -55,7 +56,7 @@ func TestHelpListsSubcommands(t *testing.T) {
 func TestUnknownSubcommandFails(t *testing.T) {
 	t.Parallel()
 	var errOut bytes.Buffer
-	if err := run(t.Context(), []string{"frobnicate"}, envOf(nil), io.Discard, &errOut); err == nil {
+	if err := run(t.Context(), []string{"frobnicate"}, environment(nil), io.Discard, &errOut); err == nil {
 		t.Fatal("unknown subcommand succeeded")
 	}
 	if !strings.Contains(errOut.String(), `unknown command "frobnicate"`) {
@@ -65,7 +66,7 @@ func TestUnknownSubcommandFails(t *testing.T) {
 
 func TestServeRefusesPlaceholderSecretOutsideLocal(t *testing.T) {
 	t.Parallel()
-	err := run(t.Context(), []string{"serve"}, envOf(map[string]string{
+	err := run(t.Context(), []string{"serve"}, environment(map[string]string{
 		"SAAS_API_ENVIRONMENT":  "production",
 		"SAAS_API_DATABASE_URL": "postgres://127.0.0.1:1/none",
 	}), io.Discard, io.Discard)
@@ -76,7 +77,7 @@ func TestServeRefusesPlaceholderSecretOutsideLocal(t *testing.T) {
 
 func TestServeRequiresDatabaseURL(t *testing.T) {
 	t.Parallel()
-	err := run(t.Context(), []string{"serve"}, envOf(nil), io.Discard, io.Discard)
+	err := run(t.Context(), []string{"serve"}, environment(nil), io.Discard, io.Discard)
 	if err == nil || !strings.Contains(err.Error(), "SAAS_API_DATABASE_URL") {
 		t.Fatalf("serve without a database URL: got %v, want an error naming SAAS_API_DATABASE_URL", err)
 	}
@@ -84,7 +85,7 @@ func TestServeRequiresDatabaseURL(t *testing.T) {
 
 func TestMigrateIsIdempotent(t *testing.T) {
 	t.Parallel()
-	env := envOf(map[string]string{"SAAS_API_DATABASE_URL": testdb.NewEmpty(t).URL})
+	env := environment(map[string]string{"SAAS_API_DATABASE_URL": testdb.NewEmpty(t).URL})
 	want := fmt.Sprintf("schema version %d (latest %d)\n", migrations.Latest(), migrations.Latest())
 	for i := range 2 {
 		var out bytes.Buffer
@@ -126,7 +127,7 @@ func start(t *testing.T, args []string, vars map[string]string) *started {
 	logs := &lockedBuffer{}
 	s := &started{addr: addr, logs: logs, exited: make(chan struct{})}
 	go func() {
-		s.err = run(ctx, args, envOf(vars), logs, logs)
+		s.err = run(ctx, args, environment(vars), logs, logs)
 		close(s.exited)
 	}()
 	s.stop = func() error {
@@ -198,27 +199,48 @@ func post(addr, path string, body any) (int, map[string]any, error) {
 
 // TestDevKeepsDataAcrossRestarts runs `saasapi dev` twice on one data
 // directory: the account registered in the first run can sign in during the
-// second. It prints how long /readyz took on a fresh and on an existing
-// directory.
+// second. The directory is under a 0700 parent, as a clone under /root is:
+// run as root, the cluster is then relocated where the postgres user can
+// reach it, and the same directory is used again on the second start. While
+// the first runs, a second dev on the directory is refused at once and the
+// first keeps its database. It prints how long /readyz took on a fresh and
+// on an existing directory.
 func TestDevKeepsDataAcrossRestarts(t *testing.T) {
 	t.Parallel()
-	tmp := t.TempDir()
-	// As root the cluster runs as the postgres user, who must be able to
-	// reach the data directory; t.TempDir makes private directories.
-	for _, d := range []string{tmp, filepath.Dir(tmp)} {
-		if err := os.Chmod(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
+	dir := filepath.Join(t.TempDir(), "clone", ".data") // t.TempDir is 0700
+	relocated := pgcluster.RelocationBase + "/"
+	if os.Geteuid() == 0 {
+		t.Cleanup(func() { _ = os.RemoveAll(relocatedDir(t, dir)) })
 	}
-	dir := filepath.Join(tmp, "data")
-	vars := map[string]string{"SAAS_API_DEV_DIR": dir, "SAAS_API_ENVIRONMENT": "test"}
+	vars := map[string]string{"SAAS_API_DEV_DIR": dir, "SAAS_API_ENVIRONMENT": "test",
+		"SAAS_API_DOCS_ENABLE": "false"} // misspelt: a warning, and docs stay on
 	credentials := map[string]any{"email": "dev-restart@example.com", "password": "correct horse battery staple"}
 
 	begin := time.Now()
 	first := start(t, []string{"dev"}, vars)
 	t.Logf("dev: /readyz after %v on a fresh data directory", waitReady(t, first, begin))
-	if !strings.Contains(first.logs.String(), `"database_url":"postgres://`) {
-		t.Errorf("dev did not log its database URL; logs:\n%s", first.logs.String())
+	logs := first.logs.String()
+	if os.Geteuid() == 0 && !strings.Contains(logs, `"msg":"local PostgreSQL running in `+relocated) {
+		t.Errorf("as root, dev did not say it keeps the cluster under %s; logs:\n%s", relocated, logs)
+	}
+	base := "http://" + first.addr
+	announced := fmt.Sprintf(`"api":%q,"docs":%q,"redoc":%q,"openapi":%q,"metrics":%q,"database_url":"postgres://`,
+		base, base+"/docs", base+"/redoc", base+"/openapi.json", base+"/metrics")
+	if n := strings.Count(logs, `"database_url"`); n != 1 || !strings.Contains(logs, announced) {
+		t.Errorf("dev did not log the URLs to open once (%d database URLs), want %s; logs:\n%s", n, announced, logs)
+	}
+	if !strings.Contains(logs, `"level":"WARN","msg":"SAAS_API_DOCS_ENABLE is not a setting and is ignored; did you mean SAAS_API_DOCS_ENABLED?"`) {
+		t.Errorf("dev did not warn about a misspelt setting; logs:\n%s", logs)
+	}
+	for _, path := range []string{"/docs", "/redoc", "/openapi.json"} {
+		res, err := http.Get(base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = res.Body.Close()
+		if res.StatusCode != http.StatusOK {
+			t.Errorf("dev: GET %s = %d, want 200 (docs are on in dev)", path, res.StatusCode)
+		}
 	}
 	status, _, err := post(first.addr, "/auth/register", map[string]any{
 		"email": credentials["email"], "password": credentials["password"], "display_name": "Dev",
@@ -226,11 +248,37 @@ func TestDevKeepsDataAcrossRestarts(t *testing.T) {
 	if err != nil || status != http.StatusCreated {
 		t.Fatalf("register: %d %v", status, err)
 	}
+
+	// A second dev on the same directory, on another port or on the same
+	// one (make run twice): refused at once, naming the directory and the
+	// process, and the first keeps its database.
+	for _, addr := range []string{freePort(t), first.addr} {
+		var secondOut bytes.Buffer
+		refusedAt := time.Now()
+		err = run(t.Context(), []string{"dev"}, environment(map[string]string{
+			"SAAS_API_DEV_DIR": dir, "SAAS_API_ENVIRONMENT": "test", "SAAS_API_HTTP_ADDR": addr,
+		}), &secondOut, &secondOut)
+		if err == nil || !strings.Contains(err.Error(), "the data directory "+dir+" ") ||
+			!strings.Contains(err.Error(), fmt.Sprintf("in use by process %d", os.Getpid())) {
+			t.Errorf("second dev on %s (address %s): err = %v, want one naming the directory and process %d",
+				dir, addr, err, os.Getpid())
+		}
+		t.Logf("dev: a second dev on the directory (address %s) was refused after %v: %v",
+			addr, time.Since(refusedAt).Round(time.Millisecond), err)
+	}
+	if status, _, err := post(first.addr, "/auth/login", credentials); err != nil || status != http.StatusOK {
+		t.Fatalf("the first dev lost its database after a refused second dev: %d %v", status, err)
+	}
+
 	firstKey := verifierKeyOf(t, first.addr)
 	if err := first.stop(); err != nil {
 		t.Fatalf("first run stopped with %v; logs:\n%s", err, first.logs.String())
 	}
-	if fi, err := os.Stat(filepath.Join(dir, devKeyFile)); err != nil || fi.Mode().Perm() != 0o600 {
+	keyDir := dir // the key lives with the cluster, wherever dev put it
+	if _, err := os.Stat(filepath.Join(dir, "CLUSTER-IS-ELSEWHERE.txt")); err == nil {
+		keyDir = relocatedDir(t, dir)
+	}
+	if fi, err := os.Stat(filepath.Join(keyDir, devKeyFile)); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Errorf("dev's ledger signing key file: %v, %v; want it private to its owner", fi, err)
 	}
 	for _, line := range []string{`"msg":"shutting down"`, `"msg":"local PostgreSQL stopped"`} {
@@ -251,6 +299,32 @@ func TestDevKeepsDataAcrossRestarts(t *testing.T) {
 	}
 	if err := second.stop(); err != nil {
 		t.Fatalf("second run stopped with %v", err)
+	}
+}
+
+// relocatedDir is where dev keeps the cluster of dir when the postgres user
+// cannot reach it, as the note it leaves in dir says.
+func relocatedDir(t *testing.T, dir string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dir, "CLUSTER-IS-ELSEWHERE.txt"))
+	if err != nil {
+		return filepath.Join(pgcluster.RelocationBase, "none")
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if l := strings.TrimSpace(line); strings.HasPrefix(l, pgcluster.RelocationBase+"/") {
+			return l
+		}
+	}
+	return filepath.Join(pgcluster.RelocationBase, "none")
+}
+
+// TestServeKeepsDocsOff: serve follows the contract's default, docs off.
+func TestServeKeepsDocsOff(t *testing.T) {
+	t.Parallel()
+	s := start(t, []string{"serve"}, map[string]string{"SAAS_API_DATABASE_URL": testdb.New(t).URL, "SAAS_API_ENVIRONMENT": "test"})
+	waitReady(t, s, time.Now())
+	if status, _, err := get(s.addr, "/docs"); err != nil || status != http.StatusNotFound {
+		t.Errorf("serve: GET /docs = %d %v, want 404", status, err)
 	}
 }
 
@@ -290,7 +364,7 @@ func TestServeIsNotReadyUntilMigrated(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if err := run(t.Context(), []string{"migrate"}, envOf(vars), io.Discard, io.Discard); err != nil {
+	if err := run(t.Context(), []string{"migrate"}, environment(vars), io.Discard, io.Discard); err != nil {
 		t.Fatal(err)
 	}
 	waitReady(t, s, time.Now())

@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -24,21 +23,27 @@ import (
 // see). Results go to stdout, progress to stderr; a failed check returns an
 // error, so the exit status is non-zero.
 
-const auditUsage = `Usage:
-  saasapi audit verify [--org ID] [--pin SEQUENCE:HASH] [--checkpoint FILE --key VERIFIER_KEY]
-  saasapi audit verify-export --checkpoint FILE --key VERIFIER_KEY [--file EXPORT]
-  saasapi audit monitor --url BASE_URL --org ID --token-file F --state DIR [--key VERIFIER_KEY]
-  saasapi audit keygen [--name NAME]
+const auditUsage = `Usage: saasapi audit verify [--org ID] [--pin SEQUENCE:HASH] [--checkpoint FILE --key VERIFIER_KEY]
+       saasapi audit verify-export --checkpoint FILE --key VERIFIER_KEY [--file EXPORT]
+       saasapi audit monitor --url BASE_URL --org ID --token-file F --state DIR [--key VERIFIER_KEY]
+       saasapi audit keygen [--name NAME]
 
-verify recomputes the hash chain and Merkle tree of every ledger (or of one
-organisation's) from the stored events and checks them against the ledgers'
-rows and stored tree. --pin also requires the event at SEQUENCE to have
-exactly that hash (hex); --checkpoint requires the root of the tree
+verify recomputes the hash chain and Merkle tree of every ledger (or one
+organisation's) from the stored events; verify-export checks an export
+against a signed checkpoint with no database; monitor is a witness run from
+another machine; keygen makes a checkpoint signing key. Exit status: 0
+verified, 1 integrity failure, 2 usage. See docs/audit.md.
+`
+
+const auditVerifyUsage = `Usage: saasapi audit verify [--org ID] [--pin SEQUENCE:HASH] [--checkpoint FILE --key VERIFIER_KEY]
+
+Recompute the hash chain and the Merkle tree of every ledger (or of one
+organisation's) from the stored events and check them against the ledgers'
+rows and stored tree hashes. --pin also requires the event at SEQUENCE to
+have exactly that hash (hex); --checkpoint requires the root of the tree
 recomputed from the events at the checkpoint's size to be the root signed in
-it (the ledger is the one the checkpoint's origin names). verify-export needs
-no database; monitor is a witness run from another machine; keygen makes a
-checkpoint signing key. Exit status: 0 verified, 1 integrity failure, 2 usage.
-See docs/audit.md.
+it, and names the ledger by the checkpoint's origin. Exit status: 0
+verified, 1 integrity failure, 2 usage. See docs/audit.md.
 `
 
 const projectionsUsage = `Usage:
@@ -48,79 +53,53 @@ const projectionsUsage = `Usage:
                                 with the read tables; changes nothing
 `
 
-// runAudit runs `saasapi audit ...`.
-func runAudit(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	if len(args) == 1 && (args[0] == "-h" || args[0] == "--help") {
-		fmt.Fprint(stdout, auditUsage)
-		return nil
+const projectionsRebuildUsage = `Usage: saasapi projections rebuild
+
+Empty the read tables and replay every event into them, in one transaction
+against SAAS_API_DATABASE_URL; writers wait until it commits.
+`
+
+const projectionsVerifyUsage = `Usage: saasapi projections verify
+
+Replay every event into temporary copies of the read tables and compare them
+with the live ones; print the rows that differ. Changes nothing.
+`
+
+// auditVerifyFlags defines the flags of `saasapi audit verify`.
+func auditVerifyFlags(fs *flag.FlagSet) action {
+	org := fs.String("org", "", "verify only the ledger of this organisation (its ID)")
+	var ev evidence
+	fs.Var(&ev.pin, "pin", "require the event at SEQUENCE to have HASH (hex), as SEQUENCE:HASH")
+	fs.StringVar(&ev.checkpoint, "checkpoint", "", "require the tree to match this signed checkpoint `file`")
+	fs.StringVar(&ev.key, "key", "", "the checkpoint's verifier key, or a file holding it")
+	return func(ctx context.Context, env environment, stdout, stderr io.Writer) error {
+		return runAuditVerify(ctx, *org, ev, env, stdout, stderr)
 	}
-	if len(args) > 0 {
-		switch args[0] {
-		case "verify-export":
-			return runVerifyExport(args[1:], os.Stdin, stdout, stderr)
-		case "monitor":
-			return runMonitor(ctx, args[1:], stdout, stderr)
-		case "keygen":
-			return runKeygen(args[1:], getenv, stdout, stderr)
-		}
-	}
-	if len(args) == 0 || args[0] != "verify" {
-		fmt.Fprint(stderr, auditUsage)
-		return errUsage
-	}
-	fs := flag.NewFlagSet("saasapi audit verify", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {} // printed below, where -h asked for it or a flag was wrong
-	org := fs.String("org", "", "verify only the ledger of this organisation")
-	var pin pinFlag
-	fs.Var(&pin, "pin", "require the event at SEQUENCE to have HASH (hex)")
-	checkpoint := fs.String("checkpoint", "", "require the tree to match this signed checkpoint")
-	key := fs.String("key", "", "the checkpoint's verifier key, or a file holding it")
-	if err := fs.Parse(args[1:]); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprint(stdout, auditUsage)
-			return nil
-		}
-		fmt.Fprint(stderr, "\n"+auditUsage)
-		return errUsage
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "saasapi audit verify: unexpected argument %q\n\n%s", fs.Arg(0), auditUsage)
-		return errUsage
-	}
+}
+
+// runAuditVerify runs `saasapi audit verify`.
+func runAuditVerify(ctx context.Context, org string, ev evidence, env environment, stdout, stderr io.Writer) error {
 	var orgID saasapi.ID
-	if *org != "" {
-		id, err := saasapi.ParseID(*org)
+	if org != "" {
+		id, err := saasapi.ParseID(org)
 		if err != nil {
-			return fmt.Errorf("audit verify: --org %q is not an organisation ID (a 26-character ULID)", *org)
+			return fmt.Errorf("audit verify: --org %q is not an organisation ID (a 26-character ULID)", org)
 		}
 		orgID = id
 	}
-	var cp *eventstore.Checkpoint
-	switch {
-	case (*checkpoint == "") != (*key == ""):
-		return usageFail(stderr, "saasapi audit verify", "--checkpoint and --key go together", auditUsage)
-	case *checkpoint != "":
-		c, ledger, err := openCheckpointFile(*checkpoint, *key)
-		if err != nil {
-			return err
-		}
-		if orgID != "" && orgID != ledger {
-			return usageFail(stderr, "saasapi audit verify", fmt.Sprintf("the checkpoint is for ledger %s, not --org %s", ledger, orgID), auditUsage)
-		}
-		cp, orgID = &c, ledger
-	case pin.set && orgID == "":
-		return usageFail(stderr, "saasapi audit verify", "--pin needs --org (or --checkpoint) to name the ledger", auditUsage)
+	cp, orgID, err := ev.resolve(orgID, stderr)
+	if err != nil {
+		return err
 	}
 
-	pool, err := opsPool(ctx, getenv, "audit verify")
+	pool, err := opsPool(ctx, env, stderr, "audit verify")
 	if err != nil {
 		return err
 	}
 	defer pool.Close()
 
-	if pin.set || cp != nil {
-		return verifyEvidence(ctx, pool, orgID, pin, cp, stdout)
+	if ev.pin.set || cp != nil {
+		return verifyEvidence(ctx, pool, orgID, ev.pin, cp, stdout)
 	}
 
 	if orgID != "" {
@@ -154,22 +133,14 @@ func chainFailure(err error) error {
 }
 
 // runProjections runs `saasapi projections rebuild|verify`.
-func runProjections(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	if len(args) == 1 && (args[0] == "-h" || args[0] == "--help") {
-		fmt.Fprint(stdout, projectionsUsage)
-		return nil
-	}
-	if len(args) != 1 || (args[0] != "rebuild" && args[0] != "verify") {
-		fmt.Fprint(stderr, projectionsUsage)
-		return errUsage
-	}
-	pool, err := opsPool(ctx, getenv, "projections "+args[0])
+func runProjections(ctx context.Context, which string, env environment, stdout, stderr io.Writer) error {
+	pool, err := opsPool(ctx, env, stderr, "projections "+which)
 	if err != nil {
 		return err
 	}
 	defer pool.Close()
 
-	if args[0] == "rebuild" {
+	if which == "rebuild" {
 		start := time.Now()
 		n, err := projections.Rebuild(ctx, pool, readEvents, func(format string, a ...any) {
 			fmt.Fprintf(stderr, format+"\n", a...)
@@ -206,11 +177,12 @@ func readEvents(ctx context.Context, tx pgx.Tx, after int64, limit int) ([]saasa
 }
 
 // opsPool connects to SAAS_API_DATABASE_URL with the credentials it holds.
-func opsPool(ctx context.Context, getenv func(string) string, command string) (*pgxpool.Pool, error) {
-	cfg, err := loadConfig(getenv, ":8000")
+func opsPool(ctx context.Context, env environment, stderr io.Writer, command string) (*pgxpool.Pool, error) {
+	cfg, err := loadConfig(env.get, ":8000")
 	if err != nil {
 		return nil, err
 	}
+	warnUnknownSettings(env, stderrWarner(stderr))
 	if cfg.DatabaseURL == "" {
 		return nil, fmt.Errorf("SAAS_API_DATABASE_URL is required for %s", command)
 	}

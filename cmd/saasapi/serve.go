@@ -28,8 +28,8 @@ import (
 const shutdownTimeout = 15 * time.Second
 
 // runServe serves the API against SAAS_API_DATABASE_URL.
-func runServe(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
-	cfg, err := loadConfig(getenv, ":8000")
+func runServe(ctx context.Context, env environment, stdout io.Writer) error {
+	cfg, err := loadConfig(env.get, ":8000")
 	if err != nil {
 		return err
 	}
@@ -40,31 +40,45 @@ func runServe(ctx context.Context, getenv func(string) string, stdout io.Writer)
 	if err != nil {
 		return err
 	}
+	warnUnknownSettings(env, logWarner(logger))
 	return serve(ctx, cfg, cfg.DatabaseURL, logger, nil)
 }
 
-// runDev starts the private cluster, migrates it and serves.
-func runDev(ctx context.Context, getenv func(string) string, stdout, stderr io.Writer) (err error) {
-	cfg, err := loadConfig(getenv, "127.0.0.1:8000")
+// runDev starts the private cluster, migrates it and serves, with the API
+// documentation on unless SAAS_API_DOCS_ENABLED says otherwise.
+func runDev(ctx context.Context, env environment, stdout, _ io.Writer) (err error) {
+	cfg, err := loadConfig(env.get, "127.0.0.1:8000")
 	if err != nil {
 		return err
+	}
+	if env.get(envPrefix+"DOCS_ENABLED") == "" {
+		cfg.DocsEnabled = true // dev is for exploring; serve keeps the default, off
 	}
 	logger, err := observability.NewLogger(stdout, cfg.LogLevel)
 	if err != nil {
 		return err
 	}
+	warnUnknownSettings(env, logWarner(logger))
 	dir, err := filepath.Abs(cfg.DevDir)
 	if err != nil {
 		return err
 	}
 	// Fail before anything starts when the port is taken, rather than
-	// after a cluster was initialised for nothing.
+	// after a cluster was initialised for nothing; when another dev has the
+	// data directory, which is the likelier story, say that instead.
 	if err := checkListen(cfg.HTTPAddr); err != nil {
+		if inUse := devDirInUse(pgcluster.InUse(dir), dir); inUse != nil {
+			return inUse
+		}
 		return err
 	}
-	cluster, err := pgcluster.Start(ctx, pgcluster.Options{Dir: dir, Logf: func(format string, args ...any) {
-		logger.Info(fmt.Sprintf(format, args...))
-	}})
+	cluster, err := pgcluster.Start(ctx, pgcluster.Options{
+		Dir: dir, Relocate: true, Exclusive: true,
+		Logf: func(format string, args ...any) { logger.Info(fmt.Sprintf(format, args...)) },
+	})
+	if inUse := devDirInUse(err, dir); inUse != nil {
+		return inUse
+	}
 	if err != nil {
 		return fmt.Errorf("start local PostgreSQL: %w", err)
 	}
@@ -75,22 +89,67 @@ func runDev(ctx context.Context, getenv func(string) string, stdout, stderr io.W
 			err = errors.Join(err, fmt.Errorf("stop local PostgreSQL: %w", stopErr))
 			return
 		}
-		logger.Info("local PostgreSQL stopped", slog.String("dir", dir))
+		if cluster.Reused() {
+			logger.Info("local PostgreSQL left running (it was running before dev started)", slog.String("dir", cluster.Dir()))
+			return
+		}
+		logger.Info("local PostgreSQL stopped", slog.String("dir", cluster.Dir()))
 	}()
 	url := cluster.URL(pgcluster.AppDatabase)
-	logger.Info("local PostgreSQL running", slog.String("database_url", url), slog.String("dir", dir))
+	attrs := []any{slog.String("dir", cluster.Dir())}
+	if from := cluster.Relocated(); from != "" {
+		attrs = append(attrs, slog.String("relocated_from", from))
+	}
+	logger.Info("local PostgreSQL running in "+cluster.Dir(), attrs...)
 	if cfg.LedgerSigningKey == "" {
-		if cfg.LedgerSigningKey, err = devSigningKey(dir, cfg.ledgerOrigin()); err != nil {
+		if cfg.LedgerSigningKey, err = devSigningKey(cluster.Dir(), cfg.ledgerOrigin()); err != nil {
 			return err
 		}
-		logger.Info("ledger checkpoints signed with the dev key", slog.String("file", filepath.Join(dir, devKeyFile)))
+		logger.Info("ledger checkpoints signed with the dev key", slog.String("file", filepath.Join(cluster.Dir(), devKeyFile)))
 	}
 	version, err := migrate(ctx, url)
 	if err != nil {
 		return err
 	}
 	logger.Info("schema migrated", slog.Int("version", int(version)))
-	return serve(ctx, cfg, url, logger, nil)
+	return serve(ctx, cfg, url, logger, nil, func(addr string) { announce(logger, addr, cfg.DocsEnabled, url) })
+}
+
+// devDirInUse rewords a *pgcluster.InUseError for the data directory dir
+// as the person running dev sees it; any other error gives nil.
+func devDirInUse(err error, dir string) error {
+	var inUse *pgcluster.InUseError
+	if !errors.As(err, &inUse) {
+		return nil
+	}
+	where := dir
+	if inUse.Dir != dir {
+		where += " (its cluster is in " + inUse.Dir + ")"
+	}
+	return fmt.Errorf("the data directory %s is in use by %s: stop that first, "+
+		"or set SAAS_API_DEV_DIR to another directory", where, inUse.Holder())
+}
+
+// announce logs, once, the URLs a person opens: the API, its docs and
+// metrics, and the database.
+func announce(logger *slog.Logger, addr string, docs bool, databaseURL string) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return
+	}
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	base := "http://" + net.JoinHostPort(host, port)
+	attrs := []any{slog.String("api", base)}
+	msg := "open " + base
+	if docs {
+		attrs = append(attrs, slog.String("docs", base+"/docs"), slog.String("redoc", base+"/redoc"),
+			slog.String("openapi", base+"/openapi.json"))
+		msg += " (docs: " + base + "/docs)"
+	}
+	attrs = append(attrs, slog.String("metrics", base+"/metrics"), slog.String("database_url", databaseURL))
+	logger.Info(msg+", metrics: "+base+"/metrics, database: "+databaseURL, attrs...)
 }
 
 func checkListen(addr string) error {
@@ -102,11 +161,12 @@ func checkListen(addr string) error {
 }
 
 // runMigrate applies the migrations to SAAS_API_DATABASE_URL.
-func runMigrate(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
-	cfg, err := loadConfig(getenv, ":8000")
+func runMigrate(ctx context.Context, env environment, stdout, stderr io.Writer) error {
+	cfg, err := loadConfig(env.get, ":8000")
 	if err != nil {
 		return err
 	}
+	warnUnknownSettings(env, stderrWarner(stderr))
 	if cfg.DatabaseURL == "" {
 		return errors.New("SAAS_API_DATABASE_URL is required for migrate")
 	}
@@ -129,8 +189,9 @@ func migrate(ctx context.Context, url string) (int32, error) {
 
 // serve runs the HTTP server until ctx is cancelled, then shuts down
 // gracefully: the listener closes, in-flight requests finish, the pool
-// closes. ready, if not nil, receives the bound address (tests use port 0).
-func serve(ctx context.Context, cfg Config, databaseURL string, logger *slog.Logger, ready chan<- string) error {
+// closes. ready, if not nil, receives the bound address (tests use port 0);
+// so do the listening functions (dev's announce).
+func serve(ctx context.Context, cfg Config, databaseURL string, logger *slog.Logger, ready chan<- string, listening ...func(addr string)) error {
 	if err := cfg.checkSecret(); err != nil {
 		return err
 	}
@@ -142,6 +203,10 @@ func serve(ctx context.Context, cfg Config, databaseURL string, logger *slog.Log
 		logger.Warn("the last checkpoint signed for a ledger carries no signature of the current key (a key rotation, "+
 			"or a row written by someone else); it cannot be checked, and a new one is signed", slog.String("ledger_id", string(id)))
 	}
+	proxies, err := parseProxies(cfg.TrustedProxies)
+	if err != nil {
+		return err
+	}
 	pool, err := dbpool.Open(ctx, databaseURL)
 	if err != nil {
 		return err
@@ -152,16 +217,18 @@ func serve(ctx context.Context, cfg Config, databaseURL string, logger *slog.Log
 	metrics.RegisterPool(poolStats(pool))
 	tokens := auth.NewTokenIssuer([]byte(cfg.JWTSecret), cfg.JWTIssuer, cfg.AccessTokenTTL)
 	svc := commands.New(pool, commands.Config{
-		Hasher:            auth.NewHasher(auth.DefaultParams, 0),
-		Tokens:            tokens,
-		PasswordMinLength: cfg.PasswordMinLength,
-		OnCommit:          metrics.CountEvents,
+		Hasher:             auth.NewHasher(auth.DefaultParams, 0),
+		Tokens:             tokens,
+		PasswordMinLength:  cfg.PasswordMinLength,
+		OnCommit:           metrics.CountEvents,
+		LoginFailureWindow: cfg.LoginFailureWindow,
 		OnBackgroundError: func(err error) {
 			logger.Error("background write failed", slog.String("error", err.Error()))
 		},
 	})
-	// Background writes (failed sign-ins) finish before the pool closes.
-	defer svc.Wait()
+	// Failed sign-ins still being coalesced are recorded, and background
+	// writes finish, before the pool closes.
+	defer svc.Close()
 	handler := apihttp.NewServer(apihttp.Deps{
 		Info:        apihttp.Info{AppName: cfg.AppName, Version: cfg.AppVersion, Environment: cfg.Environment},
 		Commands:    svc,
@@ -172,6 +239,12 @@ func serve(ctx context.Context, cfg Config, databaseURL string, logger *slog.Log
 		DocsEnabled: cfg.DocsEnabled,
 		Ledger:      ledger,
 		Ready:       readiness(pool),
+		Throttle: &apihttp.Throttle{
+			LoginAccountFailures: cfg.LoginAccountRate,
+			LoginAddress:         cfg.LoginAddressRate,
+			RegisterAddress:      cfg.RegisterAddressRate,
+		},
+		TrustedProxies: proxies,
 	})
 	srv := &http.Server{
 		Handler:           handler,
@@ -187,11 +260,14 @@ func serve(ctx context.Context, cfg Config, databaseURL string, logger *slog.Log
 	}
 	logger.Info("serving", slog.String("addr", ln.Addr().String()), slog.String("environment", cfg.Environment),
 		slog.String("version", cfg.AppVersion))
+	for _, f := range listening {
+		f(ln.Addr().String())
+	}
 	if ready != nil {
 		ready <- ln.Addr().String()
 	}
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
+	go func() { errc <- srv.Serve(apihttp.Listener(ln)) }()
 	// The pruner stops with the server, whichever way the server stops.
 	pruneCtx, stopPruning := context.WithCancel(ctx)
 	pruneDone := make(chan struct{})

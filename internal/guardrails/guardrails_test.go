@@ -81,8 +81,8 @@ var everythingButTransport = []string{".", "eventstore", "projections", "command
 // module's other packages are forbidden and third-party libraries (pgx,
 // chi, tern) are allowed; where it names libraries, only those are.
 var importTable = []rule{
-	{pkg: ".", thirdParty: []string{"github.com/oklog/ulid/v2"},
-		why: "the root package is the domain language: standard library and ulid only"},
+	{pkg: ".", thirdParty: []string{"github.com/oklog/ulid/v2", "golang.org/x/text/unicode/norm"},
+		why: "the root package is the domain language: standard library, ulid and Unicode normalisation only"},
 	{pkg: "eventstore", ours: []string{"."}, anyThirdParty: true,
 		why: "eventstore imports the root package only: it does not import projections, commands or http"},
 	{pkg: "projections", ours: []string{"."}, anyThirdParty: true,

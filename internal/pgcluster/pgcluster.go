@@ -16,7 +16,9 @@
 // PostgreSQL refuses to run as root. When the calling process is root, the
 // server binaries run as the "postgres" system user instead, Dir and
 // everything the server writes are handed to that user, and every parent of
-// Dir must be traversable by it.
+// Dir must be traversable by it. With Options.Relocate, a Dir it cannot
+// reach (under /root, say) is replaced by a directory of its own under
+// RelocationBase.
 package pgcluster
 
 import (
@@ -73,6 +75,15 @@ type Options struct {
 	BinDir string
 	// Logf, if set, receives progress messages.
 	Logf func(format string, args ...any)
+	// Relocate, when we are root and the postgres user cannot reach Dir,
+	// keeps the cluster in relocatedDir(RelocationBase, Dir) instead of
+	// failing, and leaves a note in Dir saying where it is. The same Dir
+	// always maps to the same directory, so the data survives restarts.
+	Relocate bool
+	// Exclusive makes the calling process the cluster's only user until
+	// Stop: Start takes a lock in the cluster directory (holding our PID)
+	// and fails at once, with an *InUseError, when another process holds it.
+	Exclusive bool
 }
 
 // Cluster is a running PostgreSQL server started (or found running) by Start.
@@ -87,6 +98,9 @@ type Cluster struct {
 
 	temp     bool   // made by StartTemp: Stop removes dir
 	sockTemp string // socket directory outside dir, removed by Stop
+	origin   string // Options.Dir, when the cluster was relocated from it
+	owner    *os.File
+	reused   bool // the server was running before Start: Stop leaves it running
 
 	mu      sync.Mutex
 	stopped bool
@@ -95,7 +109,8 @@ type Cluster struct {
 // Start starts the cluster in opts.Dir, initialising it first if needed,
 // and makes sure the database AppDatabase exists. If the cluster in
 // opts.Dir is already running (left by an earlier process), Start reuses it
-// as it is; it fails if opts.Port asks for another port.
+// as it is, and Stop leaves it running; it fails if opts.Port asks for
+// another port.
 func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	if opts.Dir == "" {
 		return nil, errors.New("pgcluster: Options.Dir is required")
@@ -114,6 +129,9 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 		c.logf = func(string, ...any) {}
 	}
 	if err := c.start(ctx, opts); err != nil {
+		if c.owner != nil {
+			_ = c.owner.Close() // releases the lock; nothing was written
+		}
 		return nil, fmt.Errorf("pgcluster: %w", err)
 	}
 	return c, nil
@@ -129,11 +147,24 @@ func (c *Cluster) start(ctx context.Context, opts Options) error {
 			return err
 		}
 	}
-	if err := c.user.mkdirOwned(c.dir); err != nil {
+	if err := os.MkdirAll(filepath.Dir(c.dir), 0o755); err != nil {
 		return err
 	}
 	if err := c.user.checkReachable(c.dir); err != nil {
+		if !opts.Relocate {
+			return err
+		}
+		if err := c.relocate(err); err != nil {
+			return err
+		}
+	}
+	if err := c.user.mkdirOwned(c.dir); err != nil {
 		return err
+	}
+	if opts.Exclusive {
+		if c.owner, err = lockOwner(c.dir); err != nil {
+			return err
+		}
 	}
 	// Two processes starting the same Dir at once (say, two `saasapi serve`)
 	// would otherwise both run initdb or both pg_ctl start.
@@ -159,7 +190,8 @@ func (c *Cluster) start(ctx context.Context, opts Options) error {
 				"(%s stop -D %s)", c.dir, port, opts.Port, filepath.Join(c.binDir, "pg_ctl"), c.dataDir)
 		}
 		c.port = port
-		c.logf("pgcluster: reusing the server already running in %s on port %d", c.dir, port)
+		c.reused = true
+		c.logf("pgcluster: reusing the server already running in %s on port %d (it is left running at the end)", c.dir, port)
 	} else if err := c.startServer(ctx, opts); err != nil {
 		return err
 	}
@@ -484,16 +516,36 @@ func (c *Cluster) URL(dbname string) string {
 // Port returns the TCP port the server listens on at 127.0.0.1.
 func (c *Cluster) Port() int { return c.port }
 
-// Dir returns the cluster directory.
+// Dir returns the cluster directory: Options.Dir, or the directory that
+// stands in for it when it was relocated.
 func (c *Cluster) Dir() string { return c.dir }
+
+// Relocated returns Options.Dir when the cluster was relocated from it to
+// Dir(), and "" otherwise.
+func (c *Cluster) Relocated() string { return c.origin }
+
+// Reused tells whether the server was already running when Start was
+// called; Stop then leaves it running.
+func (c *Cluster) Reused() bool { return c.reused }
 
 // Stop shuts the server down (pg_ctl stop -m fast, or -m immediate for a
 // StartTemp cluster, whose data is discarded anyway) and, for a StartTemp
-// cluster, removes its directory. Stopping a stopped cluster does nothing.
+// cluster, removes its directory. A server Start found running was not
+// started by us and is left running. Stop releases the Exclusive lock.
+// Stopping a stopped cluster does nothing.
 func (c *Cluster) Stop(ctx context.Context) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.stopped {
+		return nil
+	}
+	if c.owner != nil {
+		// Released last: until the server is down, the directory is ours.
+		defer func() { _ = c.owner.Close() }()
+	}
+	if c.reused {
+		c.stopped = true
+		c.logf("pgcluster: left the server in %s running, as it was running before", c.dir)
 		return nil
 	}
 	mode := "fast"

@@ -2,6 +2,7 @@ package pgcluster
 
 import (
 	"context"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -112,11 +113,110 @@ func TestReuseRunningAndLongDir(t *testing.T) {
 		!strings.Contains(err.Error(), "already running") {
 		t.Errorf("Start asking another port of a running cluster: err = %v, want 'already running'", err)
 	}
+	if !again.Reused() || c.Reused() {
+		t.Errorf("Reused() = %v for the second Start and %v for the first, want true and false", again.Reused(), c.Reused())
+	}
+	// The second Start did not start the server, so its Stop leaves it
+	// running for the first.
+	if err := again.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := connect(t, c, "postgres").QueryRow(ctx, "SELECT 1").Scan(&one); err != nil {
+		t.Fatalf("the server is gone after Stop of a Cluster that only reused it: %v", err)
+	}
 	if err := c.Stop(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := again.Stop(ctx); err != nil {
-		t.Errorf("Stop of a cluster already stopped: %v", err)
+	if _, err := pgx.Connect(ctx, c.URL("postgres")); err == nil {
+		t.Fatal("server still accepts connections after Stop of the Cluster that started it")
+	}
+}
+
+// TestExclusive: while one process holds a directory exclusively, another
+// exclusive Start fails at once naming the holder, and the server keeps
+// running; after Stop the directory is free again.
+func TestExclusive(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	dir := clusterDir(t, "cluster")
+	c := start(t, Options{Dir: dir, Exclusive: true})
+
+	began := time.Now()
+	_, err := Start(ctx, Options{Dir: dir, Exclusive: true, Fast: true})
+	var inUse *InUseError
+	if !errors.As(err, &inUse) {
+		t.Fatalf("second exclusive Start: err = %v, want an *InUseError", err)
+	}
+	if inUse.PID != os.Getpid() || inUse.Dir != dir || !strings.Contains(err.Error(), dir) ||
+		!strings.Contains(err.Error(), strconv.Itoa(os.Getpid())) {
+		t.Errorf("InUseError %+v (%q) does not name %s and process %d", inUse, err, dir, os.Getpid())
+	}
+	if d := time.Since(began); d > 10*time.Second {
+		t.Errorf("the refusal took %v: it should not wait", d)
+	}
+	if err := InUse(dir); !errors.As(err, &inUse) || inUse.PID != os.Getpid() {
+		t.Errorf("InUse while held: %v, want an *InUseError naming process %d", err, os.Getpid())
+	}
+	var one int
+	if err := connect(t, c, "postgres").QueryRow(ctx, "SELECT 1").Scan(&one); err != nil {
+		t.Fatalf("the first holder's server is gone after a refused Start: %v", err)
+	}
+	if err := c.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := InUse(dir); err != nil {
+		t.Errorf("InUse after Stop: %v", err)
+	}
+	start(t, Options{Dir: dir, Exclusive: true})
+}
+
+// TestRelocate: as root, a directory under a 0700 parent cannot be reached
+// by the postgres user. Without Relocate, Start says so; with it, the
+// cluster lives under RelocationBase, in the same directory on every start.
+func TestRelocate(t *testing.T) {
+	t.Parallel()
+	if os.Geteuid() != 0 {
+		t.Skip("only root hands the cluster to another user; as anyone else every directory we can use is reachable")
+	}
+	ctx := t.Context()
+	dir := filepath.Join(t.TempDir(), "private", "cluster") // t.TempDir is 0700, root's
+	want := relocatedDir(RelocationBase, dir)
+	t.Cleanup(func() { _ = os.RemoveAll(want) })
+
+	if _, err := Start(ctx, Options{Dir: dir, Fast: true}); err == nil || !strings.Contains(err.Error(), "cannot reach") {
+		t.Fatalf("Start without Relocate: err = %v, want one saying postgres cannot reach it", err)
+	}
+	c := start(t, Options{Dir: dir, Relocate: true})
+	if c.Dir() != want || c.Relocated() != dir {
+		t.Fatalf("Dir() = %s, Relocated() = %s; want %s and %s", c.Dir(), c.Relocated(), want, dir)
+	}
+	note, err := os.ReadFile(filepath.Join(dir, pointerFile))
+	if err != nil || !strings.Contains(string(note), want) {
+		t.Errorf("the note in %s does not name %s: %q, %v", dir, want, note, err)
+	}
+	if _, err := connect(t, c, AppDatabase).Exec(ctx, "CREATE TABLE kept ()"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c2 := start(t, Options{Dir: dir, Relocate: true})
+	if c2.Dir() != want {
+		t.Fatalf("second start in %s, want %s", c2.Dir(), want)
+	}
+	if _, err := connect(t, c2, AppDatabase).Exec(ctx, "SELECT FROM kept"); err != nil {
+		t.Fatalf("the relocated cluster lost its data across a restart: %v", err)
+	}
+
+	// The relocated directory belongs to one path only.
+	if err := os.WriteFile(filepath.Join(want, originFile), []byte("/elsewhere\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := c2.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Start(ctx, Options{Dir: dir, Relocate: true, Fast: true}); err == nil || !strings.Contains(err.Error(), "/elsewhere") {
+		t.Errorf("Start on a relocated directory of another path: err = %v", err)
 	}
 }
 
