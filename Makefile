@@ -5,7 +5,7 @@ GO        ?= go
 BIN       := bin/saasapi
 PKG       := ./cmd/saasapi
 
-.PHONY: run build test test-only lint vet fmt fmt-check cover bench gate smoke clean
+.PHONY: run build test test-only lint vet fmt fmt-check cover bench bench-http gate smoke clean
 
 ## run: start the API with its own private PostgreSQL under .data
 ## (built first and run directly, so that Ctrl-C reaches it unrelayed)
@@ -44,6 +44,13 @@ cover:
 ## bench: benchmarks (figures are printed, never asserted)
 bench:
 	$(GO) run ./internal/withcluster -- $(GO) test -run='^$$' -bench=. -benchmem ./...
+
+## bench-http: the service against PostgreSQL's own pgbench on one private
+## cluster with fsync on (docs/performance.md); installs wrk when missing.
+## BENCH_FLAGS passes flags, e.g. BENCH_FLAGS='-rounds 5 -fill 1000000'.
+bench-http: build
+	@command -v wrk >/dev/null || { apt-get update && apt-get install -y wrk; }
+	$(GO) run ./internal/benchhttp -bin $(BIN) $(BENCH_FLAGS)
 
 ## gate: everything CI checks (scripts/quality-gate.sh)
 gate:

@@ -60,3 +60,19 @@ var apiKeyPermissions = map[Permission]bool{PermReadProjects: true, PermWritePro
 
 // Can reports whether role grants perm.
 func (r Role) Can(perm Permission) bool { return permissions[r][perm] }
+
+// RolesWith returns the roles that grant perm, in the table's order, for
+// statements that check a membership in SQL.
+func RolesWith(perm Permission) []Role {
+	var out []Role
+	for _, r := range []Role{RoleOwner, RoleAdmin, RoleMember, RoleViewer} {
+		if r.Can(perm) {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// APIKeyMay reports whether an active API key holds perm in its own
+// organisation.
+func APIKeyMay(perm Permission) bool { return apiKeyPermissions[perm] }

@@ -3,6 +3,8 @@ package auth
 import (
 	"errors"
 	"fmt"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -82,7 +84,25 @@ type TokenIssuer struct {
 	issuer string
 	ttl    time.Duration
 	parser *jwt.Parser
+
+	// verified remembers tokens that passed every check but the times
+	// (token string -> verifiedToken): a signature, an issuer, a type and
+	// a subject do not change, so only the times are checked again.
+	verified  sync.Map
+	verifiedN atomic.Int64
 }
+
+// verifiedToken is a token whose time-independent checks passed: it is
+// valid from notBefore to notAfter (its iat and exp, widened by the
+// leeway), for userID.
+type verifiedToken struct {
+	userID              saasapi.ID
+	notBefore, notAfter time.Time
+}
+
+// maxVerifiedTokens bounds the tokens an issuer remembers; past it, it
+// forgets them all and starts again.
+const maxVerifiedTokens = 100_000
 
 // NewTokenIssuer returns an issuer that signs with secret, stamps iss with
 // issuer and makes tokens valid for ttl.
@@ -165,6 +185,15 @@ func (t *TokenIssuer) Verify(token string) (saasapi.ID, error) {
 	if token == "" || len(token) > maxTokenLen {
 		return "", invalid
 	}
+	if v, ok := t.verified.Load(token); ok {
+		// The same answer a full verification gives, without its HMAC
+		// and JSON decoding: only the times can have changed.
+		vt := v.(verifiedToken)
+		if now := t.now(); now.Before(vt.notBefore) || now.After(vt.notAfter) {
+			return "", invalid
+		}
+		return vt.userID, nil
+	}
 	var claims accessClaims
 	tok, err := t.parser.ParseWithClaims(token, &claims, func(tok *jwt.Token) (any, error) {
 		// Redundant with WithValidMethods, kept so that the secret can never
@@ -186,5 +215,10 @@ func (t *TokenIssuer) Verify(token string) (saasapi.ID, error) {
 	if err != nil {
 		return "", invalid
 	}
+	if t.verifiedN.Add(1)%maxVerifiedTokens == 0 {
+		t.verified.Clear()
+	}
+	t.verified.Store(token, verifiedToken{userID: id,
+		notBefore: claims.IssuedAt.Add(-clockLeeway), notAfter: claims.ExpiresAt.Add(clockLeeway)})
 	return id, nil
 }

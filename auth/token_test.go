@@ -291,3 +291,42 @@ func TestNewTokenIssuerRejectsBadConfig(t *testing.T) {
 		}()
 	}
 }
+
+// TestVerifiedTokenStillExpires: a token that passed Verify is remembered
+// (its signature need not be checked again), but a later Verify still
+// applies the times: past exp and before iat, beyond the leeway, it fails
+// as it would the first time.
+func TestVerifiedTokenStillExpires(t *testing.T) {
+	t.Parallel()
+	now := testNow
+	ti := auth.NewTokenIssuer(testSecret, testIssuer, testTTL)
+	ti.Now = func() time.Time { return now }
+	tok, _, err := ti.Issue(testUser)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, at := range []time.Duration{0, testTTL + 4*time.Second, -4 * time.Second} {
+		now = testNow.Add(at)
+		if id, err := ti.Verify(tok); err != nil || id != testUser {
+			t.Fatalf("Verify at +%v = %q, %v; want %q", at, id, err, testUser)
+		}
+	}
+	for _, at := range []time.Duration{testTTL + 6*time.Second, -6 * time.Second} {
+		now = testNow.Add(at)
+		if _, err := ti.Verify(tok); err == nil {
+			t.Errorf("remembered token accepted at +%v; want rejected beyond the leeway", at)
+		}
+	}
+	// A token of another secret is not accepted because one of this
+	// issuer's was remembered.
+	now = testNow
+	forger := auth.NewTokenIssuer(append([]byte("x"), testSecret...), testIssuer, testTTL)
+	forger.Now = ti.Now
+	other, _, err := forger.Issue(testUser)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ti.Verify(other); err == nil {
+		t.Error("token signed with another secret accepted")
+	}
+}

@@ -32,70 +32,78 @@ func (s *Service) CreateAPIKey(ctx context.Context, meta Meta, orgID saasapi.ID,
 		return Outcome{}, err
 	}
 	keyID := saasapi.NewID()
-	var out Outcome
-	_, err = s.orgWrite(ctx, meta, orgID, saasapi.PermManageAPIKeys,
-		func(ctx context.Context, tx pgx.Tx, _ saasapi.Access, head eventstore.Head, b *pgx.Batch) ([]saasapi.NewEvent, error) {
-			replay, err := claim(ctx, tx, meta.Principal, orgID, idem, s.now())
-			if err != nil || replay != nil {
-				if replay != nil {
-					out = *replay
-				}
-				return nil, err
-			}
-			b.Queue(`INSERT INTO api_key_secrets (key_hash, organisation_id, api_key_id) VALUES ($1, $2, $3)`,
-				hash, orgID, keyID)
-			return []saasapi.NewEvent{s.newEvent(meta, head, saasapi.StreamAPIKey, keyID, 1,
-				saasapi.EventAPIKeyCreated, saasapi.APIKeyCreated{APIKeyName: name, KeyPrefix: prefix})}, nil
-		},
-		func(ctx context.Context, tx pgx.Tx, a saasapi.Access) error {
-			if out.Replayed {
-				return nil
-			}
-			k, err := projections.GetAPIKey(ctx, tx, a, keyID)
-			if err != nil {
-				return err
-			}
-			out, err = store(ctx, tx, meta.Principal, orgID, idem, render, CreatedAPIKey{Key: k, RawKey: raw})
-			return err
-		})
+	c := orgCommand(meta, orgID, saasapi.PermManageAPIKeys)
+	c.idem, c.idemOrg = idem, orgID
+	c.decide = func(_ saasapi.Access, head eventstore.Head, b *pgx.Batch) ([]saasapi.NewEvent, error) {
+		b.Queue(`INSERT INTO api_key_secrets (key_hash, organisation_id, api_key_id) VALUES ($1, $2, $3)`,
+			hash, orgID, keyID)
+		return one(s.newEvent(meta, head, saasapi.StreamAPIKey, keyID, 1,
+			saasapi.EventAPIKeyCreated, saasapi.APIKeyCreated{APIKeyName: name, KeyPrefix: prefix}))
+	}
+	c.render = func(recorded []saasapi.Event) (Rendered, error) {
+		return render(CreatedAPIKey{Key: projections.CreatedAPIKey(recorded[0]), RawKey: raw})
+	}
+	_, out, err := s.run(ctx, c)
 	return out, err
 }
 
 // RevokeAPIKey revokes a key. Revoking a revoked key changes nothing and
 // records nothing; the key keeps its first revoked_at.
 func (s *Service) RevokeAPIKey(ctx context.Context, meta Meta, orgID, keyID saasapi.ID) (projections.APIKey, error) {
-	var k projections.APIKey
-	_, err := s.orgWrite(ctx, meta, orgID, saasapi.PermManageAPIKeys,
-		func(ctx context.Context, tx pgx.Tx, a saasapi.Access, head eventstore.Head, _ *pgx.Batch) ([]saasapi.NewEvent, error) {
-			current, err := projections.GetAPIKey(ctx, tx, a, keyID)
-			if err != nil || current.RevokedAt != nil {
-				return nil, err
-			}
-			return []saasapi.NewEvent{s.newEvent(meta, head, saasapi.StreamAPIKey, keyID, current.Version+1,
-				saasapi.EventAPIKeyRevoked, saasapi.APIKeyRevoked{APIKeyName: current.Name, KeyPrefix: current.KeyPrefix})}, nil
-		},
-		func(ctx context.Context, tx pgx.Tx, a saasapi.Access) (err error) {
-			k, err = projections.GetAPIKey(ctx, tx, a, keyID)
-			return err
-		})
-	return k, err
+	var current, after projections.Lookup[projections.APIKey]
+	c := orgCommand(meta, orgID, saasapi.PermManageAPIKeys)
+	c.load = func(b *pgx.Batch, sc projections.Scope) error { return projections.QueueAPIKey(b, sc, keyID, &current) }
+	c.decide = func(_ saasapi.Access, head eventstore.Head, _ *pgx.Batch) ([]saasapi.NewEvent, error) {
+		k, err := projections.APIKeyOf(current)
+		if err != nil || k.RevokedAt != nil {
+			return nil, err
+		}
+		return one(s.newEvent(meta, head, saasapi.StreamAPIKey, keyID, k.Version+1,
+			saasapi.EventAPIKeyRevoked, saasapi.APIKeyRevoked{APIKeyName: k.Name, KeyPrefix: k.KeyPrefix}))
+	}
+	c.result = func(b *pgx.Batch, a saasapi.Access) error {
+		return projections.QueueAPIKey(b, projections.Within(a), keyID, &after)
+	}
+	if _, _, err := s.run(ctx, c); err != nil {
+		return projections.APIKey{}, err
+	}
+	return projections.APIKeyOf(after)
 }
 
 // AuthenticateAPIKey resolves a raw key to its principal. A malformed key
-// (bad checksum) is rejected without a query; an unknown or revoked key is
-// 401. The key's use is recorded at most once a minute.
+// (bad checksum) is rejected without a query; an unknown key is 401, and
+// so is a key known to be revoked. The key's use is recorded at most once
+// a minute.
+//
+// Which key and organisation a secret belongs to never changes (secrets
+// are written once, with the key's creation), so this process remembers
+// it and a key's next requests resolve without a query. Whether the key is
+// still active is not remembered: the gate of every read and write asks
+// the database in the request's own round trip.
 func (s *Service) AuthenticateAPIKey(ctx context.Context, raw string) (saasapi.Principal, error) {
 	fail := saasapi.Errorf(saasapi.EUNAUTHENTICATED, saasapi.MsgInvalidTokenOrKey)
 	hash, ok := auth.ParseAPIKey(raw)
 	if !ok {
 		return saasapi.Principal{}, fail
 	}
-	owner, found, err := projections.APIKeyByHash(ctx, s.pool, hash)
-	if err != nil {
-		return saasapi.Principal{}, err
-	}
-	if !found || owner.Revoked {
-		return saasapi.Principal{}, fail
+	var owner projections.KeyOwner
+	if v, ok := s.keyOwners.Load(string(hash)); ok {
+		owner = v.(projections.KeyOwner)
+	} else {
+		found := false
+		var err error
+		owner, found, err = projections.APIKeyByHash(ctx, s.pool, hash)
+		if err != nil {
+			return saasapi.Principal{}, err
+		}
+		if !found || owner.Revoked {
+			return saasapi.Principal{}, fail
+		}
+		if s.ownersSeen.Add(1)%maxTouchEntries == 0 {
+			s.keyOwners.Clear()
+		}
+		owner.Revoked = false // only the immutable part is remembered
+		s.keyOwners.Store(string(hash), owner)
 	}
 	s.touch(ctx, owner)
 	return saasapi.APIKeyPrincipal(owner.APIKeyID, owner.OrganisationID), nil

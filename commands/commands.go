@@ -1,25 +1,25 @@
 // Package commands holds the write use cases, one file per aggregate. Every
-// command runs in one transaction: lock the ledger it writes to, authorize
-// against the membership read table, decide which events follow (a pure
-// function of current state and input), append them, apply them to the read
-// tables through the projections, and commit.
+// command runs through the one write pipeline (pipeline.go) in one
+// transaction of two round trips: lock the ledger it writes to, authorize
+// through the gate, claim the idempotency key, read what the decision
+// needs; decide which events follow (a pure function of current state and
+// input); append them, apply them to the read tables through the
+// projections, read the result back, store the idempotent response, and
+// commit.
 package commands
 
 import (
 	"context"
 	"errors"
-	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/saasapi/saasapi"
 	"github.com/saasapi/saasapi/auth"
 	"github.com/saasapi/saasapi/eventstore"
-	"github.com/saasapi/saasapi/projections"
 )
 
 // Service runs the commands against one database.
@@ -34,6 +34,10 @@ type Service struct {
 	// last_used_at (saasapi.ID -> time.Time).
 	lastTouch sync.Map
 	touched   atomic.Int64
+	// keyOwners maps an API key's secret hash to its key and organisation
+	// (string -> projections.KeyOwner), which never change.
+	keyOwners  sync.Map
+	ownersSeen atomic.Int64
 	// pending counts background writes (failed sign-ins); Wait waits for
 	// them. Not a sync.WaitGroup: requests start background writes while
 	// another goroutine may be waiting (a shutdown, a test), and a WaitGroup
@@ -158,46 +162,6 @@ type Meta struct {
 	IfMatch *int64
 }
 
-// write runs fn in a transaction and commits. fn returns the events it
-// recorded; they are reported to OnCommit only once the commit succeeded.
-func (s *Service) write(ctx context.Context, fn func(tx pgx.Tx) ([]saasapi.Event, error)) ([]saasapi.Event, error) {
-	tx, err := s.pool.Begin(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("begin: %w", err)
-	}
-	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
-	evs, err := fn(tx)
-	if err != nil {
-		return nil, translate(err)
-	}
-	if err := tx.Commit(ctx); err != nil {
-		return nil, translate(fmt.Errorf("commit: %w", err))
-	}
-	if s.onCommit != nil && len(evs) > 0 {
-		s.onCommit(evs)
-	}
-	return evs, nil
-}
-
-// record appends the events to the ledger whose head is given, applies them
-// to the read tables, and sends everything queued on b (the caller may have
-// queued statements before) in one round trip.
-func record(ctx context.Context, tx pgx.Tx, b *pgx.Batch, head *eventstore.Head, evs []saasapi.NewEvent) ([]saasapi.Event, error) {
-	recorded, err := eventstore.Append(b, head, evs)
-	if err != nil {
-		return nil, err
-	}
-	for _, e := range recorded {
-		if err := projections.Apply(b, e); err != nil {
-			return nil, err
-		}
-	}
-	if err := tx.SendBatch(ctx, b).Close(); err != nil {
-		return nil, err
-	}
-	return recorded, nil
-}
-
 // newEvent fills in the envelope of an event decided for a ledger.
 func (s *Service) newEvent(meta Meta, head eventstore.Head, streamType string, streamID saasapi.ID,
 	version int64, eventType string, data any,
@@ -220,68 +184,15 @@ func (s *Service) newEvent(meta Meta, head eventstore.Head, streamType string, s
 	}
 }
 
-// orgDecision decides the events of a command on an organisation, given the
-// authorized access; it runs under the organisation's ledger lock. It may
-// queue statements of its own on b (a secret for its own table), which are
-// sent with the events.
-type orgDecision func(ctx context.Context, tx pgx.Tx, a saasapi.Access, head eventstore.Head, b *pgx.Batch) ([]saasapi.NewEvent, error)
-
-// orgResult reads a command's result back inside its transaction, after the
-// events were applied, so the response shows exactly what was committed.
-type orgResult func(ctx context.Context, tx pgx.Tx, a saasapi.Access) error
-
-// orgWrite is the write path of every command on an existing organisation:
-// lock the ledger, apply the contract's access order (404, 403, 403), decide,
-// record, read the result back, commit.
-func (s *Service) orgWrite(ctx context.Context, meta Meta, orgID saasapi.ID, perm saasapi.Permission,
-	decide orgDecision, result orgResult,
-) ([]saasapi.Event, error) {
-	return s.write(ctx, func(tx pgx.Tx) ([]saasapi.Event, error) {
-		head, err := eventstore.LockLedger(ctx, tx, orgID)
-		if errors.Is(err, eventstore.ErrLedgerNotFound) || (err == nil && head.LedgerType != saasapi.LedgerOrganisation) {
-			return nil, saasapi.Errorf(saasapi.ENOTFOUND, saasapi.MsgOrgNotFound)
-		}
-		if err != nil {
-			return nil, err
-		}
-		_, role, err := projections.OrganisationAccess(ctx, tx, orgID, meta.Principal.UserID)
-		if err != nil {
-			return nil, err
-		}
-		if p := meta.Principal; p.Type == saasapi.PrincipalAPIKey && p.OrganisationID == orgID {
-			// Revocation is a write to this ledger: under the lock, a key
-			// either is still active or its revocation has committed.
-			active, err := projections.APIKeyActive(ctx, tx, orgID, p.APIKeyID)
-			if err != nil {
-				return nil, err
-			}
-			if !active {
-				return nil, saasapi.Errorf(saasapi.EUNAUTHENTICATED, saasapi.MsgInvalidTokenOrKey)
-			}
-		}
-		access, err := saasapi.Authorize(meta.Principal, orgID, role, perm)
-		if err != nil {
-			return nil, err
-		}
-		b := &pgx.Batch{}
-		evs, err := decide(ctx, tx, access, head, b)
-		if err != nil {
-			return nil, err
-		}
-		var recorded []saasapi.Event
-		if len(evs) > 0 || b.Len() > 0 {
-			if recorded, err = record(ctx, tx, b, &head, evs); err != nil {
-				return nil, err
-			}
-		}
-		if result != nil {
-			if err := result(ctx, tx, access); err != nil {
-				return nil, err
-			}
-		}
-		return recorded, nil
-	})
+// orgCommand is a command on an existing organisation's ledger, gated
+// for perm: the contract's access order (401, 404, 403, 403) is the
+// gate's, applied before decide runs.
+func orgCommand(meta Meta, orgID saasapi.ID, perm saasapi.Permission) command {
+	return command{meta: meta, ledger: orgID, perm: perm}
 }
+
+// one returns a single decided event as decide's result.
+func one(e saasapi.NewEvent) ([]saasapi.NewEvent, error) { return []saasapi.NewEvent{e}, nil }
 
 // checkIfMatch enforces optimistic concurrency for callers that sent If-Match.
 func checkIfMatch(meta Meta, version int64) error {
@@ -297,9 +208,9 @@ func checkIfMatch(meta Meta, version int64) error {
 var constraintErrors = map[string]*saasapi.Error{
 	"users_email_key":                   saasapi.Errorf(saasapi.ECONFLICT, saasapi.MsgEmailTaken),
 	"organisations_slug_key":            saasapi.Errorf(saasapi.ECONFLICT, saasapi.MsgSlugTaken),
-	"memberships_organisation_user_key": saasapi.Errorf(saasapi.ECONFLICT, saasapi.MsgAlreadyMember),
+	"memberships_user_organisation_key": saasapi.Errorf(saasapi.ECONFLICT, saasapi.MsgAlreadyMember),
 	// The stream version guard: another writer appended to the same stream.
-	"events_stream_type_stream_id_stream_version_key": saasapi.Errorf(saasapi.EPRECONDITION, saasapi.MsgStale),
+	"events_stream_key": saasapi.Errorf(saasapi.EPRECONDITION, saasapi.MsgStale),
 }
 
 func translate(err error) error {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/saasapi/saasapi"
 )
 
@@ -46,81 +47,75 @@ type Rendered struct {
 // the JSON shapes; the commands own storing them in the same transaction.
 type Render[T any] func(T) (Rendered, error)
 
-// claim takes the idempotency record of the request's scope inside the
-// command's transaction. It returns nil when this request holds the claim
-// and must execute, or the stored outcome to replay. A concurrent request
-// with the same scope blocks on the record's primary key until the first
-// transaction ends: on commit it finds the result and replays it, on
-// rollback its insert goes through and it executes. So a request executes
-// once across any number of replicas, with no lock service.
-func claim(ctx context.Context, tx pgx.Tx, p saasapi.Principal, orgID saasapi.ID, idem *Idempotency, now time.Time) (*Outcome, error) {
-	if idem == nil {
-		return nil, nil
-	}
-	scope := []any{string(p.Type), p.ID(), orgID, idem.Key, idem.Method, idem.Path}
-	// Two passes: the second runs after an expired record was deleted.
-	for range 2 {
-		tag, err := tx.Exec(ctx, `INSERT INTO idempotency_records (principal_type, principal_id, organisation_id,
-				idempotency_key, method, path, request_hash, status_code, response_body, created_at, expires_at)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, 0, '', $8, $9) ON CONFLICT DO NOTHING`,
-			append(scope, idem.RequestHash, now, now.Add(IdempotencyTTL))...)
-		if err != nil {
-			return nil, fmt.Errorf("claim idempotency key: %w", err)
-		}
-		if tag.RowsAffected() == 1 {
-			return nil, nil
-		}
-		var (
-			hash    []byte
-			out     = Outcome{Replayed: true}
-			expired bool
-		)
-		err = tx.QueryRow(ctx, `SELECT request_hash, status_code, response_body, expires_at <= $7
-			FROM idempotency_records WHERE principal_type = $1 AND principal_id = $2 AND organisation_id = $3
-				AND idempotency_key = $4 AND method = $5 AND path = $6`,
-			append(scope, now)...).Scan(&hash, &out.Status, &out.Body, &expired)
-		if errors.Is(err, pgx.ErrNoRows) {
-			continue // pruned between the two statements: claim again
-		}
-		if err != nil {
-			return nil, fmt.Errorf("read idempotency record: %w", err)
-		}
-		if expired {
-			if _, err := tx.Exec(ctx, `DELETE FROM idempotency_records WHERE principal_type = $1 AND principal_id = $2
-					AND organisation_id = $3 AND idempotency_key = $4 AND method = $5 AND path = $6 AND expires_at <= $7`,
-				append(scope, now)...); err != nil {
-				return nil, fmt.Errorf("expire idempotency record: %w", err)
-			}
-			continue
-		}
-		if string(hash) != string(idem.RequestHash) {
-			return nil, saasapi.Errorf(saasapi.ECONFLICT, saasapi.MsgIdempotencyMismatch)
-		}
-		return &out, nil
-	}
-	return nil, errors.New("claim idempotency key: record keeps changing")
+var errClaimVanished = errors.New("claim idempotency key: the record vanished")
+
+// claimState is what the claim's two statements found.
+type claimState struct {
+	claimed bool
+	found   bool
+	hash    []byte
+	stored  Outcome
 }
 
-// store renders the result and, for an idempotent request, saves the
-// rendering in the claimed record before the transaction commits.
-func store[T any](ctx context.Context, tx pgx.Tx, p saasapi.Principal, orgID saasapi.ID, idem *Idempotency, render Render[T], result T) (Outcome, error) {
-	r, err := render(result)
-	if err != nil {
-		return Outcome{}, err
-	}
-	if idem != nil {
-		stored := r.Stored
-		if stored == nil {
-			stored = r.Body
+// queueClaim queues the claim of the idempotency record of the request's
+// scope, for the command's first round trip. The insert takes the record,
+// or replaces an expired one; a concurrent request with the same scope
+// blocks on the record's primary key until the first transaction ends: on
+// commit the insert does nothing and the select that follows (a statement
+// of its own, so it sees that commit) finds the result to replay; on
+// rollback the insert goes through and this request executes. So a
+// request executes once across any number of replicas, with no lock
+// service.
+func queueClaim(b *pgx.Batch, p saasapi.Principal, orgID saasapi.ID, idem *Idempotency, now time.Time, st *claimState) {
+	scope := []any{string(p.Type), p.ID(), orgID, idem.Key, idem.Method, idem.Path}
+	b.Queue(`INSERT INTO idempotency_records AS r (principal_type, principal_id, organisation_id,
+			idempotency_key, method, path, request_hash, status_code, response_body, created_at, expires_at)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, 0, '', $8, $9)
+		ON CONFLICT (principal_type, principal_id, organisation_id, idempotency_key, method, path) DO UPDATE
+			SET request_hash = excluded.request_hash, status_code = 0, response_body = '',
+				created_at = excluded.created_at, expires_at = excluded.expires_at
+			WHERE r.expires_at <= excluded.created_at`,
+		append(scope, idem.RequestHash, now, now.Add(IdempotencyTTL))...).Exec(func(tag pgconn.CommandTag) error {
+		st.claimed = tag.RowsAffected() == 1
+		return nil
+	})
+	b.Queue(`SELECT request_hash, status_code, response_body FROM idempotency_records
+		WHERE principal_type = $1 AND principal_id = $2 AND organisation_id = $3
+			AND idempotency_key = $4 AND method = $5 AND path = $6`, scope...).QueryRow(func(row pgx.Row) error {
+		err := row.Scan(&st.hash, &st.stored.Status, &st.stored.Body)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil
 		}
-		if _, err := tx.Exec(ctx, `UPDATE idempotency_records SET status_code = $7, response_body = $8
-			WHERE principal_type = $1 AND principal_id = $2 AND organisation_id = $3
-				AND idempotency_key = $4 AND method = $5 AND path = $6`,
-			string(p.Type), p.ID(), orgID, idem.Key, idem.Method, idem.Path, r.Status, stored); err != nil {
-			return Outcome{}, fmt.Errorf("store idempotent response: %w", err)
-		}
+		st.found = err == nil
+		return err
+	})
+}
+
+// outcome returns nil when this request holds the claim and must execute,
+// or the stored outcome to replay.
+func (st claimState) outcome(idem *Idempotency) (*Outcome, error) {
+	if st.claimed {
+		return nil, nil
 	}
-	return Outcome{Status: r.Status, Body: r.Body}, nil
+	if !st.found {
+		// Pruned between the two statements: a retry claims it.
+		return nil, errClaimVanished
+	}
+	if string(st.hash) != string(idem.RequestHash) {
+		return nil, saasapi.Errorf(saasapi.ECONFLICT, saasapi.MsgIdempotencyMismatch)
+	}
+	out := st.stored
+	out.Replayed = true
+	return &out, nil
+}
+
+// queueStore saves the rendered response in the claimed record, in the
+// command's last round trip, before COMMIT.
+func queueStore(b *pgx.Batch, p saasapi.Principal, orgID saasapi.ID, idem *Idempotency, status int, body []byte) {
+	b.Queue(`UPDATE idempotency_records SET status_code = $7, response_body = $8
+		WHERE principal_type = $1 AND principal_id = $2 AND organisation_id = $3
+			AND idempotency_key = $4 AND method = $5 AND path = $6`,
+		string(p.Type), p.ID(), orgID, idem.Key, idem.Method, idem.Path, status, body)
 }
 
 // PruneIdempotency deletes expired idempotency records, a batch at a time

@@ -40,33 +40,33 @@ func (s *Service) AddMember(ctx context.Context, meta Meta, orgID saasapi.ID, in
 	if in.Role == "" {
 		in.Role = saasapi.RoleMember
 	}
-	var m projections.Membership
-	_, err := s.orgWrite(ctx, meta, orgID, saasapi.PermManageMembers,
-		func(ctx context.Context, tx pgx.Tx, a saasapi.Access, head eventstore.Head, _ *pgx.Batch) ([]saasapi.NewEvent, error) {
-			_, err := projections.GetUser(ctx, tx, in.UserID)
-			userExists := err == nil
-			if err != nil && saasapi.ErrorCode(err) != saasapi.ENOTFOUND {
-				return nil, err
-			}
-			_, err = projections.GetMembership(ctx, tx, a, in.UserID)
-			alreadyMember := err == nil
-			if err != nil && saasapi.ErrorCode(err) != saasapi.ENOTFOUND {
-				return nil, err
-			}
-			if err := decideAddMember(a.Role, in.Role, userExists, alreadyMember); err != nil {
-				return nil, err
-			}
-			return []saasapi.NewEvent{s.newEvent(meta, head, saasapi.StreamMembership, saasapi.NewID(), 1,
-				saasapi.EventMemberAdded, saasapi.MemberAdded{UserID: in.UserID, Role: in.Role})}, nil
-		}, readMembership(&m, in.UserID))
-	return m, err
+	var user projections.Lookup[projections.User]
+	var existing, after projections.Lookup[projections.Membership]
+	c := orgCommand(meta, orgID, saasapi.PermManageMembers)
+	c.load = func(b *pgx.Batch, sc projections.Scope) error {
+		if err := projections.QueueUserInOrg(b, sc, in.UserID, &user); err != nil {
+			return err
+		}
+		return projections.QueueMembership(b, sc, in.UserID, &existing)
+	}
+	c.decide = func(a saasapi.Access, head eventstore.Head, _ *pgx.Batch) ([]saasapi.NewEvent, error) {
+		if err := decideAddMember(a.Role, in.Role, user.Found, existing.Found); err != nil {
+			return nil, err
+		}
+		return one(s.newEvent(meta, head, saasapi.StreamMembership, saasapi.NewID(), 1,
+			saasapi.EventMemberAdded, saasapi.MemberAdded{UserID: in.UserID, Role: in.Role}))
+	}
+	c.result = readMembership(&after, in.UserID)
+	if _, _, err := s.run(ctx, c); err != nil {
+		return projections.Membership{}, err
+	}
+	return projections.MembershipOf(after)
 }
 
-// readMembership reads the membership of userID back into m.
-func readMembership(m *projections.Membership, userID saasapi.ID) orgResult {
-	return func(ctx context.Context, tx pgx.Tx, a saasapi.Access) (err error) {
-		*m, err = projections.GetMembership(ctx, tx, a, userID)
-		return err
+// readMembership queues the read-back of userID's membership into m.
+func readMembership(m *projections.Lookup[projections.Membership], userID saasapi.ID) func(*pgx.Batch, saasapi.Access) error {
+	return func(b *pgx.Batch, a saasapi.Access) error {
+		return projections.QueueMembership(b, projections.Within(a), userID, m)
 	}
 }
 
@@ -100,44 +100,55 @@ func decideRemoveMember(actor saasapi.Role, current projections.Membership, owne
 }
 
 // memberWrite loads the target membership (404 when missing), checks
-// If-Match and the owner count, then lets decide pick the event.
+// If-Match and the owner count, then lets decide pick the event; with
+// after set, the membership is read back into it. perm is what the caller
+// needs: managing members, or leaving for a member who removes themself.
 func (s *Service) memberWrite(ctx context.Context, meta Meta, orgID, userID saasapi.ID, perm saasapi.Permission,
 	decide func(a saasapi.Access, current projections.Membership, owners int) (eventType string, data any, err error),
-	result orgResult,
+	after *projections.Lookup[projections.Membership],
 ) error {
-	_, err := s.orgWrite(ctx, meta, orgID, perm,
-		func(ctx context.Context, tx pgx.Tx, a saasapi.Access, head eventstore.Head, _ *pgx.Batch) ([]saasapi.NewEvent, error) {
-			current, err := projections.GetMembership(ctx, tx, a, userID)
-			if err != nil {
-				return nil, err
-			}
-			owners, err := projections.CountOwners(ctx, tx, a)
-			if err != nil {
-				return nil, err
-			}
-			eventType, data, err := decide(a, current, owners)
-			if err != nil {
-				return nil, err
-			}
-			// If-Match is checked after the permission rules so that a caller
-			// who may not act learns nothing from a version mismatch, and
-			// before the no-op case so that a stale precondition fails even
-			// when the write would change nothing.
-			if err := checkIfMatch(meta, current.Version); err != nil {
-				return nil, err
-			}
-			if eventType == "" {
-				return nil, nil
-			}
-			return []saasapi.NewEvent{s.newEvent(meta, head, saasapi.StreamMembership, current.ID,
-				current.Version+1, eventType, data)}, nil
-		}, result)
+	var (
+		current projections.Lookup[projections.Membership]
+		owners  int
+	)
+	c := orgCommand(meta, orgID, perm)
+	c.load = func(b *pgx.Batch, sc projections.Scope) error {
+		if err := projections.QueueMembership(b, sc, userID, &current); err != nil {
+			return err
+		}
+		return projections.QueueCountOwners(b, sc, &owners)
+	}
+	c.decide = func(a saasapi.Access, head eventstore.Head, _ *pgx.Batch) ([]saasapi.NewEvent, error) {
+		m, err := projections.MembershipOf(current)
+		if err != nil {
+			return nil, err
+		}
+		eventType, data, err := decide(a, m, owners)
+		if err != nil {
+			return nil, err
+		}
+		// If-Match is checked after the permission rules so that a caller
+		// who may not act learns nothing from a version mismatch, and
+		// before the no-op case so that a stale precondition fails even
+		// when the write would change nothing.
+		if err := checkIfMatch(meta, m.Version); err != nil {
+			return nil, err
+		}
+		if eventType == "" {
+			return nil, nil
+		}
+		return one(s.newEvent(meta, head, saasapi.StreamMembership, m.ID, m.Version+1, eventType, data))
+	}
+	if after != nil {
+		c.result = readMembership(after, userID)
+	}
+	_, _, err := s.run(ctx, c)
 	return err
 }
 
 // ChangeMemberRole changes a member's role.
 func (s *Service) ChangeMemberRole(ctx context.Context, meta Meta, orgID, userID saasapi.ID, role saasapi.Role) (projections.Membership, error) {
-	var m projections.Membership
+	var after projections.Lookup[projections.Membership]
 	err := s.memberWrite(ctx, meta, orgID, userID, saasapi.PermManageMembers,
 		func(a saasapi.Access, current projections.Membership, owners int) (string, any, error) {
 			changed, err := decideChangeRole(a.Role, current, role, owners)
@@ -145,8 +156,11 @@ func (s *Service) ChangeMemberRole(ctx context.Context, meta Meta, orgID, userID
 				return "", nil, err
 			}
 			return saasapi.EventMemberRoleChanged, *changed, nil
-		}, readMembership(&m, userID))
-	return m, err
+		}, &after)
+	if err != nil {
+		return projections.Membership{}, err
+	}
+	return projections.MembershipOf(after)
 }
 
 // RemoveMember removes a user from an organisation. Removing oneself is

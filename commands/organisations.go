@@ -95,38 +95,20 @@ func (s *Service) CreateOrganisationIdempotent(ctx context.Context, meta Meta, i
 		return Outcome{}, saasapi.Errorf(saasapi.EUNAUTHENTICATED, saasapi.MsgInvalidToken)
 	}
 	orgID := saasapi.NewID()
-	var out Outcome
-	_, err = s.write(ctx, func(tx pgx.Tx) ([]saasapi.Event, error) {
-		// No ledger exists yet to lock: a concurrent request with the same
-		// key waits on the idempotency record instead.
-		replay, err := claim(ctx, tx, meta.Principal, "", idem, s.now())
-		if err != nil || replay != nil {
-			if replay != nil {
-				out = *replay
-			}
-			return nil, err
-		}
-		b := &pgx.Batch{}
-		head := eventstore.NewLedger(b, orgID, saasapi.LedgerOrganisation)
-		recorded, err := record(ctx, tx, b, &head, []saasapi.NewEvent{
+	// No ledger exists yet to lock: a concurrent request with the same
+	// key waits on the idempotency record instead.
+	c := command{meta: meta, ledger: orgID, newLedger: saasapi.LedgerOrganisation, userGate: true, idem: idem}
+	c.decide = func(_ saasapi.Access, head eventstore.Head, _ *pgx.Batch) ([]saasapi.NewEvent, error) {
+		return []saasapi.NewEvent{
 			s.newEvent(meta, head, saasapi.StreamOrganisation, orgID, 1, saasapi.EventOrganisationCreated, created),
 			s.newEvent(meta, head, saasapi.StreamMembership, saasapi.NewID(), 1, saasapi.EventMemberAdded,
 				saasapi.MemberAdded{UserID: meta.Principal.UserID, Role: saasapi.RoleOwner}),
-		})
-		if err != nil {
-			return nil, err
-		}
-		a, err := saasapi.Authorize(meta.Principal, orgID, saasapi.RoleOwner, saasapi.PermReadOrganisation)
-		if err != nil {
-			return nil, err
-		}
-		org, err := projections.GetOrganisation(ctx, tx, a)
-		if err != nil {
-			return nil, err
-		}
-		out, err = store(ctx, tx, meta.Principal, "", idem, render, org)
-		return recorded, err
-	})
+		}, nil
+	}
+	c.render = func(recorded []saasapi.Event) (Rendered, error) {
+		return render(projections.CreatedOrganisation(recorded[0]))
+	}
+	_, out, err := s.run(ctx, c)
 	return out, err
 }
 
@@ -180,26 +162,29 @@ func (s *Service) UpdateOrganisation(ctx context.Context, meta Meta, orgID saasa
 	if err := ValidateUpdateOrganisation(in); err != nil {
 		return projections.Organisation{}, err
 	}
-	var org projections.Organisation
-	_, err := s.orgWrite(ctx, meta, orgID, saasapi.PermUpdateOrganisation,
-		func(ctx context.Context, tx pgx.Tx, a saasapi.Access, head eventstore.Head, _ *pgx.Batch) ([]saasapi.NewEvent, error) {
-			current, err := projections.GetOrganisation(ctx, tx, a)
-			if err != nil {
-				return nil, err
-			}
-			if err := checkIfMatch(meta, current.Version); err != nil {
-				return nil, err
-			}
-			upd, err := decideUpdateOrganisation(current, in)
-			if err != nil || upd == nil {
-				return nil, err
-			}
-			return []saasapi.NewEvent{s.newEvent(meta, head, saasapi.StreamOrganisation, orgID,
-				current.Version+1, saasapi.EventOrganisationUpdated, *upd)}, nil
-		},
-		func(ctx context.Context, tx pgx.Tx, a saasapi.Access) (err error) {
-			org, err = projections.GetOrganisation(ctx, tx, a)
-			return err
-		})
-	return org, err
+	var current, after projections.Lookup[projections.Organisation]
+	c := orgCommand(meta, orgID, saasapi.PermUpdateOrganisation)
+	c.load = func(b *pgx.Batch, sc projections.Scope) error { return projections.QueueOrganisation(b, sc, &current) }
+	c.decide = func(_ saasapi.Access, head eventstore.Head, _ *pgx.Batch) ([]saasapi.NewEvent, error) {
+		o, err := projections.OrganisationOf(current)
+		if err != nil {
+			return nil, err
+		}
+		if err := checkIfMatch(meta, o.Version); err != nil {
+			return nil, err
+		}
+		upd, err := decideUpdateOrganisation(o, in)
+		if err != nil || upd == nil {
+			return nil, err
+		}
+		return one(s.newEvent(meta, head, saasapi.StreamOrganisation, orgID, o.Version+1,
+			saasapi.EventOrganisationUpdated, *upd))
+	}
+	c.result = func(b *pgx.Batch, a saasapi.Access) error {
+		return projections.QueueOrganisation(b, projections.Within(a), &after)
+	}
+	if _, _, err := s.run(ctx, c); err != nil {
+		return projections.Organisation{}, err
+	}
+	return projections.OrganisationOf(after)
 }

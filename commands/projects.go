@@ -58,30 +58,15 @@ func (s *Service) CreateProject(ctx context.Context, meta Meta, orgID saasapi.ID
 		return Outcome{}, err
 	}
 	projectID := saasapi.NewID()
-	var out Outcome
-	_, err = s.orgWrite(ctx, meta, orgID, saasapi.PermWriteProjects,
-		func(ctx context.Context, tx pgx.Tx, _ saasapi.Access, head eventstore.Head, _ *pgx.Batch) ([]saasapi.NewEvent, error) {
-			replay, err := claim(ctx, tx, meta.Principal, orgID, idem, s.now())
-			if err != nil || replay != nil {
-				if replay != nil {
-					out = *replay
-				}
-				return nil, err
-			}
-			return []saasapi.NewEvent{s.newEvent(meta, head, saasapi.StreamProject, projectID, 1,
-				saasapi.EventProjectCreated, created)}, nil
-		},
-		func(ctx context.Context, tx pgx.Tx, a saasapi.Access) error {
-			if out.Replayed {
-				return nil
-			}
-			p, err := projections.GetProject(ctx, tx, a, projectID)
-			if err != nil {
-				return err
-			}
-			out, err = store(ctx, tx, meta.Principal, orgID, idem, render, p)
-			return err
-		})
+	c := orgCommand(meta, orgID, saasapi.PermWriteProjects)
+	c.idem, c.idemOrg = idem, orgID
+	c.decide = func(_ saasapi.Access, head eventstore.Head, _ *pgx.Batch) ([]saasapi.NewEvent, error) {
+		return one(s.newEvent(meta, head, saasapi.StreamProject, projectID, 1, saasapi.EventProjectCreated, created))
+	}
+	c.render = func(recorded []saasapi.Event) (Rendered, error) {
+		return render(projections.CreatedProject(recorded[0]))
+	}
+	_, out, err := s.run(ctx, c)
 	return out, err
 }
 
@@ -145,26 +130,36 @@ func ValidateUpdateProject(in UpdateProjectInput) error {
 }
 
 // projectWrite loads the live project under the ledger lock (404 when
-// missing or deleted), checks If-Match, and lets decide pick the event.
+// missing or deleted), checks If-Match, and lets decide pick the event;
+// with after set, the project is read back into it.
 func (s *Service) projectWrite(ctx context.Context, meta Meta, orgID, projectID saasapi.ID,
-	decide func(current projections.Project) (eventType string, data any, err error), result orgResult,
+	decide func(current projections.Project) (eventType string, data any, err error), after *projections.Lookup[projections.Project],
 ) error {
-	_, err := s.orgWrite(ctx, meta, orgID, saasapi.PermWriteProjects,
-		func(ctx context.Context, tx pgx.Tx, a saasapi.Access, head eventstore.Head, _ *pgx.Batch) ([]saasapi.NewEvent, error) {
-			current, err := projections.GetProject(ctx, tx, a, projectID)
-			if err != nil {
-				return nil, err
-			}
-			if err := checkIfMatch(meta, current.Version); err != nil {
-				return nil, err
-			}
-			eventType, data, err := decide(current)
-			if err != nil || eventType == "" {
-				return nil, err
-			}
-			return []saasapi.NewEvent{s.newEvent(meta, head, saasapi.StreamProject, projectID,
-				current.Version+1, eventType, data)}, nil
-		}, result)
+	var current projections.Lookup[projections.Project]
+	c := orgCommand(meta, orgID, saasapi.PermWriteProjects)
+	c.load = func(b *pgx.Batch, sc projections.Scope) error {
+		return projections.QueueProject(b, sc, projectID, &current)
+	}
+	c.decide = func(_ saasapi.Access, head eventstore.Head, _ *pgx.Batch) ([]saasapi.NewEvent, error) {
+		p, err := projections.ProjectOf(current)
+		if err != nil {
+			return nil, err
+		}
+		if err := checkIfMatch(meta, p.Version); err != nil {
+			return nil, err
+		}
+		eventType, data, err := decide(p)
+		if err != nil || eventType == "" {
+			return nil, err
+		}
+		return one(s.newEvent(meta, head, saasapi.StreamProject, projectID, p.Version+1, eventType, data))
+	}
+	if after != nil {
+		c.result = func(b *pgx.Batch, a saasapi.Access) error {
+			return projections.QueueProject(b, projections.Within(a), projectID, after)
+		}
+	}
+	_, _, err := s.run(ctx, c)
 	return err
 }
 
@@ -173,7 +168,7 @@ func (s *Service) UpdateProject(ctx context.Context, meta Meta, orgID, projectID
 	if err := ValidateUpdateProject(in); err != nil {
 		return projections.Project{}, err
 	}
-	var p projections.Project
+	var after projections.Lookup[projections.Project]
 	err := s.projectWrite(ctx, meta, orgID, projectID,
 		func(current projections.Project) (string, any, error) {
 			upd, err := decideUpdateProject(current, in)
@@ -181,12 +176,11 @@ func (s *Service) UpdateProject(ctx context.Context, meta Meta, orgID, projectID
 				return "", nil, err
 			}
 			return saasapi.EventProjectUpdated, *upd, nil
-		},
-		func(ctx context.Context, tx pgx.Tx, a saasapi.Access) (err error) {
-			p, err = projections.GetProject(ctx, tx, a, projectID)
-			return err
-		})
-	return p, err
+		}, &after)
+	if err != nil {
+		return projections.Project{}, err
+	}
+	return projections.ProjectOf(after)
 }
 
 // DeleteProject soft-deletes a project: it disappears from reads, and its

@@ -121,18 +121,21 @@ func (s *Service) Register(ctx context.Context, meta Meta, in RegisterInput) (pr
 	userID := saasapi.NewID()
 	// The new user is the actor of their own registration.
 	meta.Principal = saasapi.UserPrincipal(userID)
-	_, err = s.write(ctx, func(tx pgx.Tx) ([]saasapi.Event, error) {
-		b := &pgx.Batch{}
-		head := eventstore.NewLedger(b, userID, saasapi.LedgerUser)
+	var user projections.Lookup[projections.User]
+	c := command{meta: meta, ledger: userID, newLedger: saasapi.LedgerUser}
+	c.decide = func(_ saasapi.Access, head eventstore.Head, b *pgx.Batch) ([]saasapi.NewEvent, error) {
 		b.Queue(`INSERT INTO user_credentials (user_id, password_hash) VALUES ($1, $2)`, userID, hash)
-		ev := s.newEvent(meta, head, saasapi.StreamUser, userID, 1, saasapi.EventUserRegistered,
-			saasapi.UserRegistered{Email: in.Email, DisplayName: in.DisplayName})
-		return record(ctx, tx, b, &head, []saasapi.NewEvent{ev})
-	})
-	if err != nil {
+		return one(s.newEvent(meta, head, saasapi.StreamUser, userID, 1, saasapi.EventUserRegistered,
+			saasapi.UserRegistered{Email: in.Email, DisplayName: in.DisplayName}))
+	}
+	c.result = func(b *pgx.Batch, _ saasapi.Access) error {
+		projections.QueueUser(b, userID, &user)
+		return nil
+	}
+	if _, _, err := s.run(ctx, c); err != nil {
 		return projections.User{}, err
 	}
-	return projections.GetUser(ctx, s.pool, userID)
+	return user.Value, nil
 }
 
 // LoginResult is a successful login.
@@ -188,20 +191,21 @@ func (s *Service) Login(ctx context.Context, meta Meta, email, password string) 
 	return LoginResult{AccessToken: token, ExpiresIn: ttl, UserID: userID}, nil
 }
 
-// appendToUser appends one event to the user's own ledger.
+// appendToUser appends one event to the user's own ledger, through the
+// write pipeline: the lock and the stream's version, then the event.
 func (s *Service) appendToUser(ctx context.Context, meta Meta, userID saasapi.ID, eventType string, data any) error {
-	_, err := s.write(ctx, func(tx pgx.Tx) ([]saasapi.Event, error) {
-		head, err := eventstore.LockLedger(ctx, tx, userID)
-		if err != nil {
-			return nil, err
+	var version projections.Lookup[int64]
+	c := command{meta: meta, ledger: userID}
+	c.load = func(b *pgx.Batch, _ projections.Scope) error {
+		projections.QueueUserVersion(b, userID, &version)
+		return nil
+	}
+	c.decide = func(_ saasapi.Access, head eventstore.Head, _ *pgx.Batch) ([]saasapi.NewEvent, error) {
+		if !version.Found {
+			return nil, saasapi.Errorf(saasapi.ENOTFOUND, saasapi.MsgUserNotFound)
 		}
-		version, err := projections.UserVersion(ctx, tx, userID)
-		if err != nil {
-			return nil, err
-		}
-		return record(ctx, tx, &pgx.Batch{}, &head, []saasapi.NewEvent{
-			s.newEvent(meta, head, saasapi.StreamUser, userID, version+1, eventType, data),
-		})
-	})
+		return one(s.newEvent(meta, head, saasapi.StreamUser, userID, version.Value+1, eventType, data))
+	}
+	_, _, err := s.run(ctx, c)
 	return err
 }

@@ -50,6 +50,25 @@ func (f AuditFilter) empty() bool {
 		f.TargetID == "" && f.Since == nil && f.Until == nil
 }
 
+// single returns the filter and value of f when it filters by exactly one
+// field that audit_counts keeps a total of.
+func (f AuditFilter) single() (filter, value string, ok bool) {
+	set := map[string]string{}
+	for name, v := range map[string]string{"action": f.Action, "target_type": f.TargetType,
+		"actor_user_id": string(f.ActorUserID), "actor_api_key_id": string(f.ActorAPIKeyID), "target_id": string(f.TargetID)} {
+		if v != "" {
+			set[name] = v
+		}
+	}
+	if len(set) != 1 || f.Since != nil || f.Until != nil || f.TargetID != "" {
+		return "", "", false
+	}
+	for name, v := range set {
+		filter, value = name, v
+	}
+	return filter, value, true
+}
+
 // where returns the SQL conditions of f, numbering its parameters after
 // the ones already in args, and the extended args. Callers put the ledger
 // condition first: every audit index leads with ledger_id.
@@ -93,8 +112,25 @@ func scopeOf(a saasapi.Access) (saasapi.ID, error) {
 	return a.OrganisationID, nil
 }
 
-// auditPage is one page of an audit listing.
-type auditPage struct {
+// Guard is the access condition a tenant statement carries
+// (projections.Gate): it holds only when the caller may read the ledger,
+// for a statement whose $1 is the ledger's (the organisation's) ID, with
+// its arguments from $n on.
+type Guard interface {
+	Predicate(n int) (string, []any)
+}
+
+// guarded appends g's condition, numbered after args, to conds.
+func guarded(g Guard, conds []string, args []any) ([]string, []any) {
+	if g == nil {
+		return conds, args
+	}
+	cond, gargs := g.Predicate(len(args) + 1)
+	return append(conds, cond), append(args, gargs...)
+}
+
+// AuditPage is one page of an audit listing.
+type AuditPage struct {
 	// Events are newest first.
 	Events []saasapi.Event
 	// Total counts every event under the filter, regardless of the cursor
@@ -111,10 +147,6 @@ type auditPage struct {
 // ledger's sequence is gapless and commits in order (ADR 0002), such pages
 // never skip or repeat an event while writes go on, and a deep page costs
 // what the first does. Without it, offset skips that many events.
-//
-// It reads one event more than limit to tell whether more follow. The page
-// and the total travel in one round trip, or two for a time window (since
-// or until), which is first narrowed to its sequences.
 func ListAudit(ctx context.Context, q Querier, a saasapi.Access, f AuditFilter, limit, offset int,
 	beforeSequence *int64,
 ) (events []saasapi.Event, total int, nextCursor *int64, err error) {
@@ -122,11 +154,24 @@ func ListAudit(ctx context.Context, q Querier, a saasapi.Access, f AuditFilter, 
 	if err != nil {
 		return nil, 0, nil, err
 	}
-	p, err := listLedger(ctx, q, ledgerID, saasapi.LedgerOrganisation, f, limit, offset, beforeSequence)
-	if err != nil {
+	var p AuditPage
+	b := &pgx.Batch{}
+	if err := QueueListAudit(b, nil, ledgerID, f, limit, offset, beforeSequence, &p); err != nil {
+		return nil, 0, nil, err
+	}
+	if err := q.SendBatch(ctx, b).Close(); err != nil {
 		return nil, 0, nil, fmt.Errorf("list audit events of %s: %w", ledgerID, err)
 	}
 	return p.Events, p.Total, p.NextCursor, nil
+}
+
+// QueueListAudit queues what ListAudit reads, guarded by g: the page and
+// its total, one round trip. It reads one event more than limit to tell
+// whether more follow.
+func QueueListAudit(b *pgx.Batch, g Guard, orgID saasapi.ID, f AuditFilter, limit, offset int,
+	beforeSequence *int64, dst *AuditPage,
+) error {
+	return queueLedger(b, g, orgID, saasapi.LedgerOrganisation, f, limit, offset, beforeSequence, dst)
 }
 
 // ListUserAudit returns a page of a user's own ledger (registration,
@@ -138,87 +183,127 @@ func ListUserAudit(ctx context.Context, q Querier, userID saasapi.ID, limit, off
 	if userID == "" {
 		return nil, 0, nil, errors.New("eventstore: user audit query without a user")
 	}
-	p, err := listLedger(ctx, q, userID, saasapi.LedgerUser, AuditFilter{}, limit, offset, beforeSequence)
-	if err != nil {
+	var p AuditPage
+	b := &pgx.Batch{}
+	if err := queueLedger(b, nil, userID, saasapi.LedgerUser, AuditFilter{}, limit, offset, beforeSequence, &p); err != nil {
+		return nil, 0, nil, err
+	}
+	if err := q.SendBatch(ctx, b).Close(); err != nil {
 		return nil, 0, nil, fmt.Errorf("list audit events of user %s: %w", userID, err)
 	}
 	return p.Events, p.Total, p.NextCursor, nil
 }
 
-// listLedger is the query behind ListAudit and ListUserAudit. ledgerType
-// pins the kind of ledger in the page query, so that an organisation's ID
-// passed as a user's (or the reverse) selects nothing. The filtered count
-// leaves it out: ledger_type is in no index, and testing it would turn the
-// count's index-only scan into a visit of every counted row.
-func listLedger(ctx context.Context, q Querier, ledgerID saasapi.ID, ledgerType string, f AuditFilter,
-	limit, offset int, beforeSequence *int64,
-) (auditPage, error) {
-	if limit < 1 || offset < 0 {
-		return auditPage{}, fmt.Errorf("limit %d and offset %d out of range", limit, offset)
+// userGuard holds when the ledger's user ($1) is still active.
+type userGuard struct{}
+
+func (userGuard) Predicate(int) (string, []any) {
+	return `EXISTS (SELECT 1 FROM users gu WHERE gu.id = $1 AND gu.is_active)`, nil
+}
+
+// QueueListUserAudit queues what ListUserAudit reads; the statements
+// return nothing unless the user is still active.
+func QueueListUserAudit(b *pgx.Batch, userID saasapi.ID, limit, offset int, beforeSequence *int64, dst *AuditPage) error {
+	if userID == "" {
+		return errors.New("eventstore: user audit query without a user")
 	}
-	conds, args := f.where([]any{ledgerID, ledgerType})
-	conds = append([]string{"ledger_id = $1", "ledger_type = $2"}, conds...)
+	return queueLedger(b, userGuard{}, userID, saasapi.LedgerUser, AuditFilter{}, limit, offset, beforeSequence, dst)
+}
+
+// queueLedger is the query behind the audit listings. ledgerType pins the
+// kind of ledger in the page query, so that an organisation's ID passed as
+// a user's (or the reverse) selects nothing. The filtered count leaves it
+// out: ledger_type is in no index, and testing it would turn the count's
+// index-only scan into a visit of every counted row.
+func queueLedger(b *pgx.Batch, g Guard, ledgerID saasapi.ID, ledgerType string, f AuditFilter,
+	limit, offset int, beforeSequence *int64, dst *AuditPage,
+) error {
+	if limit < 1 || offset < 0 {
+		return fmt.Errorf("limit %d and offset %d out of range", limit, offset)
+	}
+	filter, args := f.where([]any{ledgerID, ledgerType})
+	// The time conditions are the last of filter (where puts them there).
+	var window []string
+	if f.Since != nil {
+		window = append(window, "")
+	}
+	if f.Until != nil {
+		window = append(window, "")
+	}
+	copy(window, filter[len(filter)-len(window):])
+	conds := append([]string{"ledger_id = $1", "ledger_type = $2"}, filter[:len(filter)-len(window)]...)
 	if beforeSequence != nil {
 		args = append(args, *beforeSequence)
 		conds = append(conds, "sequence < $"+strconv.Itoa(len(args)))
 		offset = 0
 	}
-
-	var p auditPage
-	var total int64
-	b := &pgx.Batch{}
-	if f.Since != nil || f.Until != nil {
-		// A time window: count it and find its first and last sequence
-		// first, and page within those bounds. The page is ordered by
-		// sequence, and the planner, not knowing that occurred_at follows
-		// sequence, would otherwise scan the primary key backwards from the
-		// newest event until it reached the window: every event since the
-		// window, hundreds of milliseconds for a window a million events
-		// ago. The bounds cost one index-only scan of the window (the same
-		// scan that counts it) and one more round trip.
-		var lo, hi *int64
-		where, wargs := f.onLedger(ledgerID)
-		if err := q.QueryRow(ctx, `SELECT count(*), min(sequence), max(sequence) FROM events WHERE `+where,
-			wargs...).Scan(&total, &lo, &hi); err != nil {
-			return auditPage{}, err
-		}
-		if total == 0 {
-			return auditPage{}, nil
-		}
-		args = append(args, *lo, *hi)
-		conds = append(conds, "sequence BETWEEN $"+strconv.Itoa(len(args)-1)+" AND $"+strconv.Itoa(len(args)))
-	} else {
-		// Unfiltered, the total is the head's sequence: the sequence is
-		// gapless from 1, so this is exact, and it reads one row instead of
-		// counting a ledger that may hold millions of events.
-		countSQL := `SELECT coalesce((SELECT last_sequence FROM ledgers WHERE ledger_id = $1 AND ledger_type = $2), 0)`
-		countArgs := []any{ledgerID, ledgerType}
-		if !f.empty() {
-			var where string
-			where, countArgs = f.onLedger(ledgerID)
-			countSQL = `SELECT count(*) FROM events WHERE ` + where
-		}
-		b.Queue(countSQL, countArgs...).QueryRow(func(row pgx.Row) error { return row.Scan(&total) })
+	bounds := ""
+	if len(window) > 0 {
+		// A time window: the page is read between the window's first and
+		// last sequence. The page is ordered by sequence, and the planner,
+		// not knowing that occurred_at follows sequence, would otherwise
+		// scan the primary key backwards from the newest event until it
+		// reached the window (every event since the window, hundreds of
+		// milliseconds for a window a million events ago), or read the
+		// whole window from the time index and sort it. The bounds are
+		// found first, in the same statement, by one index-only scan of the
+		// window in the time index (the count in it keeps PostgreSQL from
+		// turning min and max into scans of the primary key filtered by
+		// time, which read every event after the window); the inner query,
+		// which OFFSET 0 keeps the window's conditions out of, then scans
+		// the primary key between the bounds, and the outer one drops the
+		// few events within the bounds but outside the window. So a window
+		// costs no round trip of its own.
+		within := strings.Join(append([]string{"ledger_id = $1"}, filter...), " AND ")
+		bounds = `WITH w AS MATERIALIZED (SELECT min(sequence) AS lo, max(sequence) AS hi, count(*) AS n FROM events WHERE ` +
+			within + `) `
+		conds = append(conds, "sequence BETWEEN (SELECT lo FROM w) AND (SELECT hi FROM w)")
 	}
-	args = append(args, limit+1, offset)
-	listSQL := `SELECT ` + eventColumns + ` FROM events WHERE ` + strings.Join(conds, " AND ") +
-		` ORDER BY sequence DESC LIMIT $` + strconv.Itoa(len(args)-1) + ` OFFSET $` + strconv.Itoa(len(args))
-	b.Queue(listSQL, args...).Query(func(rows pgx.Rows) error {
-		var err error
-		p.Events, err = pgx.CollectRows(rows, scanEvent)
+	// Unfiltered, the total is the head's sequence: the sequence is
+	// gapless from 1, so this is exact, and it reads one row instead of
+	// counting a ledger that may hold millions of events.
+	countConds, countArgs := []string{"ledger_id = $1", "ledger_type = $2"}, []any{ledgerID, ledgerType}
+	countSQL := `SELECT coalesce((SELECT last_sequence FROM ledgers WHERE %s), 0)`
+	if filter, value, ok := f.single(); ok {
+		// One filter on a field with a counter (migration 004): its total
+		// is kept by the projections.
+		countConds, countArgs = []string{"ledger_id = $1", "filter = $2", "value = $3"}, []any{ledgerID, filter, value}
+		countSQL = `SELECT coalesce((SELECT events FROM audit_counts WHERE %s), 0)`
+	} else if !f.empty() {
+		var where string
+		where, countArgs = f.onLedger(ledgerID)
+		countConds = []string{where}
+		countSQL = `SELECT count(*) FROM events WHERE %s`
+	}
+	countConds, countArgs = guarded(g, countConds, countArgs)
+	b.Queue(fmt.Sprintf(countSQL, strings.Join(countConds, " AND ")), countArgs...).QueryRow(func(row pgx.Row) error {
+		var total int64
+		err := row.Scan(&total)
+		dst.Total = int(total)
 		return err
 	})
-	// The page and, without a time window, the total: one round trip.
-	if err := q.SendBatch(ctx, b).Close(); err != nil {
-		return auditPage{}, err
+	conds, args = guarded(g, conds, args)
+	args = append(args, limit+1, offset)
+	page := ` ORDER BY sequence DESC LIMIT $` + strconv.Itoa(len(args)-1) + ` OFFSET $` + strconv.Itoa(len(args))
+	listSQL := `SELECT ` + eventColumns + ` FROM events WHERE ` + strings.Join(conds, " AND ") + page
+	if len(window) > 0 {
+		listSQL = bounds + `SELECT ` + eventColumns + ` FROM (SELECT * FROM events WHERE ` +
+			strings.Join(conds, " AND ") + ` ORDER BY sequence DESC OFFSET 0) e WHERE ` + strings.Join(window, " AND ") + page
 	}
-	p.Total = int(total)
-	if len(p.Events) > limit {
-		p.Events = p.Events[:limit]
-		next := p.Events[limit-1].Sequence
-		p.NextCursor = &next
-	}
-	return p, nil
+	b.Queue(listSQL, args...).Query(func(rows pgx.Rows) error {
+		evs, err := pgx.CollectRows(rows, scanEvent)
+		if err != nil {
+			return err
+		}
+		if len(evs) > limit {
+			evs = evs[:limit]
+			next := evs[limit-1].Sequence
+			dst.NextCursor = &next
+		}
+		dst.Events = evs
+		return nil
+	})
+	return nil
 }
 
 // onLedger returns f's conditions on one ledger as a WHERE clause, and its
@@ -244,6 +329,23 @@ func AuditHead(ctx context.Context, q Querier, a saasapi.Access) (sequence int64
 		return 0, nil, time.Time{}, err
 	}
 	return h.Sequence, h.Hash, h.UpdatedAt, nil
+}
+
+// QueueAuditHead queues the read of the organisation's head, guarded by
+// g; found is false when g refused or the ledger does not exist.
+func QueueAuditHead(b *pgx.Batch, g Guard, orgID saasapi.ID, dst *Head, found *bool) {
+	conds, args := guarded(g, []string{"ledger_id = $1", "ledger_type = $2"}, []any{orgID, saasapi.LedgerOrganisation})
+	b.Queue(`SELECT last_sequence, last_hash, updated_at FROM ledgers WHERE `+strings.Join(conds, " AND "), args...).
+		QueryRow(func(row pgx.Row) error {
+			h := Head{LedgerID: orgID, LedgerType: saasapi.LedgerOrganisation}
+			err := row.Scan(&h.Sequence, &h.Hash, &h.UpdatedAt)
+			if errors.Is(err, pgx.ErrNoRows) {
+				return nil
+			}
+			h.UpdatedAt = h.UpdatedAt.UTC()
+			*dst, *found = h, err == nil
+			return err
+		})
 }
 
 // ReadHead returns a ledger's head without locking it, or ErrLedgerNotFound.

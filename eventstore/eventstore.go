@@ -62,12 +62,14 @@ func scanHead(row pgx.Row, h *Head) error {
 	return err
 }
 
+const lockSQL = `SELECT ` + headColumns + ` FROM ledgers WHERE ledger_id = $1 FOR UPDATE`
+
 // LockLedger locks the ledger's row for the rest of the transaction and
 // returns its head. Every writer of the ledger takes this lock first, so
 // events of one ledger commit in sequence order and the chain never forks.
 func LockLedger(ctx context.Context, tx pgx.Tx, ledgerID saasapi.ID) (Head, error) {
 	h := Head{LedgerID: ledgerID}
-	err := scanHead(tx.QueryRow(ctx, `SELECT `+headColumns+` FROM ledgers WHERE ledger_id = $1 FOR UPDATE`, ledgerID), &h)
+	err := scanHead(tx.QueryRow(ctx, lockSQL, ledgerID), &h)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Head{}, ErrLedgerNotFound
 	}
@@ -75,6 +77,25 @@ func LockLedger(ctx context.Context, tx pgx.Tx, ledgerID saasapi.ID) (Head, erro
 		return Head{}, fmt.Errorf("lock ledger %s: %w", ledgerID, err)
 	}
 	return h, nil
+}
+
+// QueueLock queues what LockLedger does on b, for a writer that sends its
+// lock with other statements: once b ran, head holds the ledger's head
+// and found whether the ledger exists. The ledger row holds everything an
+// append needs, so the lock is all an append reads.
+func QueueLock(b *pgx.Batch, ledgerID saasapi.ID, head *Head, found *bool) {
+	b.Queue(lockSQL, ledgerID).QueryRow(func(row pgx.Row) error {
+		h := Head{LedgerID: ledgerID}
+		err := scanHead(row, &h)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("lock ledger %s: %w", ledgerID, err)
+		}
+		*head, *found = h, true
+		return nil
+	})
 }
 
 // NewLedger returns the head of a ledger that does not exist yet and queues
@@ -87,11 +108,13 @@ func NewLedger(b *pgx.Batch, ledgerID saasapi.ID, ledgerType string) Head {
 
 // Append gives the events the next sequences of the ledger whose head is
 // given, chains their hashes, adds them to the ledger's Merkle tree, and
-// queues their inserts, their tree hashes and the new head on b.
+// queues on b every row an append writes: the events, their tree hashes and
+// the new head. The caller sends b with its other writes in one round trip,
+// so rows that an append adds go out with them.
 // The caller must hold the ledger lock (LockLedger or NewLedger in the same
 // transaction) and send b before commit. head is advanced in place. A
 // stream_version that is already taken makes the batch fail with a unique
-// violation on events_stream_type_stream_id_stream_version_key: the
+// violation on events_stream_key: the
 // optimistic concurrency guard.
 func Append(b *pgx.Batch, head *Head, evs []saasapi.NewEvent) ([]saasapi.Event, error) {
 	out := make([]saasapi.Event, 0, len(evs))

@@ -130,7 +130,7 @@ func TestConcurrentAppendAtSameStreamVersion(t *testing.T) {
 		case err == nil:
 			ok++
 		case errors.As(err, &pgErr) && pgErr.Code == "23505" &&
-			pgErr.ConstraintName == "events_stream_type_stream_id_stream_version_key":
+			pgErr.ConstraintName == "events_stream_key":
 			conflicts++
 		default:
 			t.Errorf("unexpected error: %v", err)

@@ -88,7 +88,7 @@ func (s *Server) handleCreateAPIKey() http.HandlerFunc {
 }
 
 func (s *Server) handleListAPIKeys() http.HandlerFunc {
-	return handleOrgList(s, saasapi.PermManageAPIKeys, projections.ListAPIKeys, newAPIKeyResponse)
+	return handleOrgList(s, saasapi.PermManageAPIKeys, projections.QueueListAPIKeys, newAPIKeyResponse)
 }
 
 func (s *Server) handleRevokeAPIKey() http.HandlerFunc {

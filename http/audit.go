@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/saasapi/saasapi"
 	"github.com/saasapi/saasapi/eventstore"
 	"github.com/saasapi/saasapi/projections"
@@ -190,16 +191,13 @@ func (s *Server) handleListAuditEvents() http.HandlerFunc {
 			s.writeError(w, r, err)
 			return
 		}
-		a, ok := s.access(w, r, saasapi.PermReadAudit)
-		if !ok {
+		var p eventstore.AuditPage
+		if _, ok := s.gated(w, r, saasapi.PermReadAudit, func(b *pgx.Batch, g *projections.Gate) error {
+			return eventstore.QueueListAudit(b, g, g.OrgID, f, page.Limit, page.Offset, before, &p)
+		}); !ok {
 			return
 		}
-		evs, total, next, err := eventstore.ListAudit(r.Context(), s.deps.Pool, a, f, page.Limit, page.Offset, before)
-		if err != nil {
-			s.writeError(w, r, err)
-			return
-		}
-		s.auditList(w, page, evs, total, next, before)
+		s.auditList(w, page, p.Events, p.Total, p.NextCursor, before)
 	}
 }
 
@@ -215,13 +213,13 @@ func (s *Server) handleMyAuditEvents() http.HandlerFunc {
 			s.writeError(w, r, err)
 			return
 		}
-		evs, total, next, err := eventstore.ListUserAudit(r.Context(), s.deps.Pool, principalOf(r).UserID,
-			page.Limit, page.Offset, before)
-		if err != nil {
-			s.writeError(w, r, err)
+		var p eventstore.AuditPage
+		if !s.userRead(w, r, func(b *pgx.Batch, userID saasapi.ID) error {
+			return eventstore.QueueListUserAudit(b, userID, page.Limit, page.Offset, before, &p)
+		}) {
 			return
 		}
-		s.auditList(w, page, evs, total, next, before)
+		s.auditList(w, page, p.Events, p.Total, p.NextCursor, before)
 	}
 }
 
@@ -232,12 +230,21 @@ func (s *Server) handleAuditHead() http.HandlerFunc {
 		RecordedAt time.Time `json:"recorded_at"`
 	}
 	return func(w http.ResponseWriter, r *http.Request) {
-		a, ok := s.access(w, r, saasapi.PermReadAudit)
-		if !ok {
+		var (
+			h     eventstore.Head
+			found bool
+		)
+		if _, ok := s.gated(w, r, saasapi.PermReadAudit, func(b *pgx.Batch, g *projections.Gate) error {
+			eventstore.QueueAuditHead(b, g, g.OrgID, &h, &found)
+			return nil
+		}); !ok {
 			return
 		}
-		seq, hash, at, err := eventstore.AuditHead(r.Context(), s.deps.Pool, a)
-		s.reply(w, r, err, http.StatusOK, 0, response{Sequence: seq, Hash: hex.EncodeToString(hash), RecordedAt: at.UTC()})
+		var err error
+		if !found {
+			err = saasapi.Errorf(saasapi.ENOTFOUND, saasapi.MsgOrgNotFound)
+		}
+		s.reply(w, r, err, http.StatusOK, 0, response{Sequence: h.Sequence, Hash: hex.EncodeToString(h.Hash), RecordedAt: h.UpdatedAt})
 	}
 }
 
@@ -253,7 +260,7 @@ func (s *Server) handleExportAuditEvents() http.HandlerFunc {
 			s.writeError(w, r, err)
 			return
 		}
-		a, ok := s.access(w, r, saasapi.PermReadAudit)
+		a, ok := s.gated(w, r, saasapi.PermReadAudit, func(*pgx.Batch, *projections.Gate) error { return nil })
 		if !ok {
 			return
 		}

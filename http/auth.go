@@ -8,9 +8,9 @@ import (
 	"github.com/saasapi/saasapi/observability"
 )
 
-// requireUserOrAPIKey admits a signed-in user or an active API key: the
-// project routes. Which organisations each may reach is decided per route
-// by the organisation access check.
+// requireUserOrAPIKey admits a signed-in user or a known API key: the
+// project routes. Whether the user or key may still act, and which
+// organisations each may reach, is decided per route by the gate.
 func (s *Server) requireUserOrAPIKey(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		token, ok := bearerToken(r)
@@ -18,28 +18,24 @@ func (s *Server) requireUserOrAPIKey(next http.Handler) http.Handler {
 			writeProblem(w, r, http.StatusUnauthorized, saasapi.MsgAuthRequired, nil)
 			return
 		}
-		var principal saasapi.Principal
 		if auth.LooksLikeAPIKey(token) {
 			p, err := s.deps.Commands.AuthenticateAPIKey(r.Context(), token)
-			outcome := observability.OutcomeSuccess
 			if err != nil {
-				outcome = observability.OutcomeFailure
-			}
-			s.deps.Metrics.AuthAttempt(observability.AuthAPIKey, outcome)
-			if err != nil {
+				if saasapi.ErrorCode(err) == saasapi.EUNAUTHENTICATED {
+					s.deps.Metrics.AuthAttempt(observability.AuthAPIKey, observability.OutcomeFailure)
+				}
 				s.writeAuthError(w, r, err, saasapi.MsgInvalidTokenOrKey)
 				return
 			}
-			principal = p
+			s.authenticated(r, p, observability.AuthAPIKey, saasapi.MsgInvalidTokenOrKey)
 		} else {
-			userID, err := s.verifyUser(r.Context(), token)
+			userID, err := s.verifyToken(token)
 			if err != nil {
-				s.writeAuthError(w, r, err, saasapi.MsgInvalidTokenOrKey)
+				writeProblem(w, r, http.StatusUnauthorized, saasapi.MsgInvalidTokenOrKey, nil)
 				return
 			}
-			principal = saasapi.UserPrincipal(userID)
+			s.authenticated(r, saasapi.UserPrincipal(userID), observability.AuthToken, saasapi.MsgInvalidTokenOrKey)
 		}
-		stateOf(r.Context()).principal = principal
 		next.ServeHTTP(w, r)
 	})
 }

@@ -7,8 +7,10 @@ import (
 	"net/http"
 	"strconv"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/saasapi/saasapi"
 	"github.com/saasapi/saasapi/eventstore"
+	"github.com/saasapi/saasapi/projections"
 	"golang.org/x/mod/sumdb/tlog"
 )
 
@@ -26,6 +28,12 @@ func (s *Server) handleVerifierKey() http.HandlerFunc {
 	}
 }
 
+// authorizeAudit authorizes the request for audit:read in the
+// organisation of its path, answering a refusal itself.
+func (s *Server) authorizeAudit(w http.ResponseWriter, r *http.Request) (saasapi.Access, bool) {
+	return s.gated(w, r, saasapi.PermReadAudit, func(*pgx.Batch, *projections.Gate) error { return nil })
+}
+
 // writeText answers 200 with a text/plain body.
 func writeText(w http.ResponseWriter, body []byte) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -36,7 +44,7 @@ func writeText(w http.ResponseWriter, body []byte) {
 
 func (s *Server) handleAuditCheckpoint() http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		a, ok := s.access(w, r, saasapi.PermReadAudit)
+		a, ok := s.authorizeAudit(w, r)
 		if !ok {
 			return
 		}
@@ -118,7 +126,7 @@ func (s *Server) handleInclusionProof() http.HandlerFunc {
 		Hashes    []string `json:"hashes"`
 	}
 	return func(w http.ResponseWriter, r *http.Request) {
-		a, ok := s.access(w, r, saasapi.PermReadAudit)
+		a, ok := s.authorizeAudit(w, r)
 		if !ok {
 			return
 		}
@@ -140,7 +148,7 @@ func (s *Server) handleConsistencyProof() http.HandlerFunc {
 		Hashes []string `json:"hashes"`
 	}
 	return func(w http.ResponseWriter, r *http.Request) {
-		a, ok := s.access(w, r, saasapi.PermReadAudit)
+		a, ok := s.authorizeAudit(w, r)
 		if !ok {
 			return
 		}

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/saasapi/saasapi"
 	"github.com/saasapi/saasapi/auth"
 	"github.com/saasapi/saasapi/commands"
@@ -76,9 +77,20 @@ func (b *syncBuffer) String() string {
 // enabled, for one).
 func setup(t testing.TB, opts ...func(*apihttp.Deps)) *env {
 	t.Helper()
+	return setupPool(t, nil, opts...)
+}
+
+// setupPool is setup with the pool's configuration adjusted by configure
+// (when not nil).
+func setupPool(t testing.TB, configure func(*pgxpool.Config), opts ...func(*apihttp.Deps)) *env {
+	t.Helper()
 	ctx := context.Background()
 	db := testdb.New(t)
-	pool, err := dbpool.Open(ctx, db.URL)
+	var adjust []func(*pgxpool.Config)
+	if configure != nil {
+		adjust = append(adjust, configure)
+	}
+	pool, err := dbpool.Open(ctx, db.URL, adjust...)
 	if err != nil {
 		t.Fatal(err)
 	}

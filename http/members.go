@@ -44,7 +44,7 @@ func roleOf(raw string) (saasapi.Role, error) {
 }
 
 func (s *Server) handleListMembers() http.HandlerFunc {
-	return handleOrgList(s, saasapi.PermManageMembers, projections.ListMembers, newMembershipResponse)
+	return handleOrgList(s, saasapi.PermManageMembers, projections.QueueListMembers, newMembershipResponse)
 }
 
 func (s *Server) handleAddMember() http.HandlerFunc {

@@ -13,7 +13,6 @@ import (
 	"github.com/go-chi/chi/v5"
 	"github.com/saasapi/saasapi"
 	"github.com/saasapi/saasapi/observability"
-	"github.com/saasapi/saasapi/projections"
 )
 
 type ctxKey int
@@ -29,6 +28,9 @@ type requestState struct {
 	serverRequestID string
 	client          netip.Addr
 	principal       saasapi.Principal
+	// authOp is how the principal authenticated (observability.Auth*),
+	// and authDetail the route's 401 detail when the gate refuses it.
+	authOp, authDetail string
 }
 
 func stateOf(ctx context.Context) *requestState {
@@ -130,6 +132,13 @@ func (s *Server) requestContext(next http.Handler) http.Handler {
 		if rc := chi.RouteContext(ctx); rc != nil && rc.RoutePattern() != "" {
 			route = rc.RoutePattern()
 		}
+		if st.authOp != "" {
+			outcome := observability.OutcomeSuccess
+			if rec.status == http.StatusUnauthorized {
+				outcome = observability.OutcomeFailure
+			}
+			s.deps.Metrics.AuthAttempt(st.authOp, outcome)
+		}
 		elapsed := time.Since(start)
 		method := methodLabel(r.Method)
 		s.deps.Metrics.ObserveRequest(method, route, rec.status, elapsed)
@@ -202,8 +211,10 @@ func bearerToken(r *http.Request) (string, bool) {
 	return token, token != ""
 }
 
-// requireUser admits only callers with a valid user access token; an API
-// key here is just an invalid token.
+// requireUser admits only callers with a validly signed user access
+// token; an API key here is just an invalid token. Whether the user still
+// exists and is active is asked by the route's own statement (the gate),
+// in the same round trip as its reads.
 func (s *Server) requireUser(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		token, ok := bearerToken(r)
@@ -211,34 +222,32 @@ func (s *Server) requireUser(next http.Handler) http.Handler {
 			writeProblem(w, r, http.StatusUnauthorized, saasapi.MsgAuthRequired, nil)
 			return
 		}
-		userID, err := s.verifyUser(r.Context(), token)
+		userID, err := s.verifyToken(token)
 		if err != nil {
-			s.writeAuthError(w, r, err, saasapi.MsgInvalidToken)
+			writeProblem(w, r, http.StatusUnauthorized, saasapi.MsgInvalidToken, nil)
 			return
 		}
-		stateOf(r.Context()).principal = saasapi.UserPrincipal(userID)
+		s.authenticated(r, saasapi.UserPrincipal(userID), observability.AuthToken, saasapi.MsgInvalidToken)
 		next.ServeHTTP(w, r)
 	})
 }
 
-// verifyUser checks an access token and that its user still exists and is
-// active: a token outlives nothing.
-func (s *Server) verifyUser(ctx context.Context, token string) (saasapi.ID, error) {
+// verifyToken checks an access token's signature and lifetime: no query.
+func (s *Server) verifyToken(token string) (saasapi.ID, error) {
 	userID, err := s.deps.Tokens.Verify(token)
 	if err != nil {
 		s.deps.Metrics.AuthAttempt(observability.AuthToken, observability.OutcomeFailure)
-		return "", err
 	}
-	active, err := s.userActive(ctx, userID)
-	if err != nil {
-		return "", err
-	}
-	if !active {
-		s.deps.Metrics.AuthAttempt(observability.AuthToken, observability.OutcomeFailure)
-		return "", saasapi.Errorf(saasapi.EUNAUTHENTICATED, saasapi.MsgInvalidToken)
-	}
-	s.deps.Metrics.AuthAttempt(observability.AuthToken, observability.OutcomeSuccess)
-	return userID, nil
+	return userID, err
+}
+
+// authenticated records the request's principal, whose credential was
+// verified, and the 401 detail of its route. The attempt is counted when
+// the request ends: a success, unless the gate found that the principal
+// may no longer act (401).
+func (s *Server) authenticated(r *http.Request, p saasapi.Principal, op, detail string) {
+	st := stateOf(r.Context())
+	st.principal, st.authOp, st.authDetail = p, op, detail
 }
 
 // writeAuthError answers a failed authentication with the route's 401
@@ -249,14 +258,6 @@ func (s *Server) writeAuthError(w http.ResponseWriter, r *http.Request, err erro
 		return
 	}
 	s.writeError(w, r, err)
-}
-
-func (s *Server) userActive(ctx context.Context, userID saasapi.ID) (bool, error) {
-	u, err := projections.GetUser(ctx, s.deps.Pool, userID)
-	if saasapi.ErrorCode(err) == saasapi.ENOTFOUND {
-		return false, nil
-	}
-	return u.IsActive, err
 }
 
 // principalOf returns the authenticated caller.

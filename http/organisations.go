@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/saasapi/saasapi"
 	"github.com/saasapi/saasapi/commands"
 	"github.com/saasapi/saasapi/projections"
@@ -46,18 +47,26 @@ func (s *Server) handleListOrganisations() http.HandlerFunc {
 			s.writeError(w, r, err)
 			return
 		}
-		orgs, total, err := projections.ListOrganisationsOfUser(r.Context(), s.deps.Pool, principalOf(r).UserID, page)
-		s.reply(w, r, err, http.StatusOK, 0, newList(mapSlice(orgs, newOrganisationResponse), page, total))
+		var orgs projections.PageOf[projections.Organisation]
+		if !s.userRead(w, r, func(b *pgx.Batch, userID saasapi.ID) error {
+			projections.QueueListOrganisationsOfUser(b, userID, page, &orgs)
+			return nil
+		}) {
+			return
+		}
+		s.reply(w, r, nil, http.StatusOK, 0, newList(mapSlice(orgs.Items, newOrganisationResponse), page, orgs.Total))
 	}
 }
 
 func (s *Server) handleGetOrganisation() http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		a, ok := s.access(w, r, saasapi.PermReadOrganisation)
-		if !ok {
+		var found projections.Lookup[projections.Organisation]
+		if _, ok := s.gated(w, r, saasapi.PermReadOrganisation, func(b *pgx.Batch, g *projections.Gate) error {
+			return projections.QueueOrganisation(b, g, &found)
+		}); !ok {
 			return
 		}
-		o, err := projections.GetOrganisation(r.Context(), s.deps.Pool, a)
+		o, err := projections.OrganisationOf(found)
 		s.reply(w, r, err, http.StatusOK, o.Version, newOrganisationResponse(o))
 	}
 }

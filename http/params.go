@@ -1,11 +1,11 @@
 package http
 
 import (
-	"context"
 	"net/http"
 	"strconv"
 
 	"github.com/go-chi/chi/v5"
+	"github.com/jackc/pgx/v5"
 	"github.com/saasapi/saasapi"
 	"github.com/saasapi/saasapi/commands"
 	"github.com/saasapi/saasapi/projections"
@@ -98,29 +98,6 @@ func meta(r *http.Request) commands.Meta {
 	return commands.Meta{Principal: st.principal, RequestID: st.requestID, ServerRequestID: st.serverRequestID, IfMatch: ifMatch(r)}
 }
 
-// authorize applies the contract's organisation access order for a read:
-// 404 when the organisation does not exist, then 403 for non-members, then
-// 403 without the permission. The granted Access scopes every query after.
-func (s *Server) authorize(ctx context.Context, p saasapi.Principal, orgID saasapi.ID, perm saasapi.Permission) (saasapi.Access, error) {
-	exists, role, err := projections.OrganisationAccess(ctx, s.deps.Pool, orgID, p.UserID)
-	if err != nil {
-		return saasapi.Access{}, err
-	}
-	if !exists {
-		return saasapi.Access{}, saasapi.Errorf(saasapi.ENOTFOUND, saasapi.MsgOrgNotFound)
-	}
-	return saasapi.Authorize(p, orgID, role, perm)
-}
-
-// orgAccess parses organisation_id and authorizes the caller for perm.
-func (s *Server) orgAccess(r *http.Request, perm saasapi.Permission) (saasapi.Access, error) {
-	orgID, err := pathID(r, "organisation_id")
-	if err != nil {
-		return saasapi.Access{}, err
-	}
-	return s.authorize(r.Context(), principalOf(r), orgID, perm)
-}
-
 // pathIDs parses the named ULID path parameters, in order; the first
 // malformed one is 422.
 func pathIDs(r *http.Request, names ...string) ([]saasapi.ID, error) {
@@ -157,10 +134,21 @@ func (s *Server) replyNoContent(w http.ResponseWriter, r *http.Request, err erro
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// access authorizes the request for perm in the organisation of its path,
-// answering a failure itself; it reports whether the handler may go on.
-func (s *Server) access(w http.ResponseWriter, r *http.Request, perm saasapi.Permission) (saasapi.Access, bool) {
-	a, err := s.orgAccess(r, perm)
+// gated authorizes the request for perm in the organisation of its path
+// and runs the reads that queue adds, all in one round trip: the gate's
+// statement and the reads, each guarded by the gate's predicate. It
+// answers a refusal itself (401, 404, 403 in the contract's order) and
+// reports whether the handler may go on.
+func (s *Server) gated(w http.ResponseWriter, r *http.Request, perm saasapi.Permission,
+	queue func(b *pgx.Batch, g *projections.Gate) error,
+) (saasapi.Access, bool) {
+	orgID, err := pathID(r, "organisation_id")
+	if err != nil {
+		s.writeError(w, r, err)
+		return saasapi.Access{}, false
+	}
+	g := projections.NewGate(principalOf(r), orgID, perm)
+	a, err := projections.GatedRead(r.Context(), s.deps.Pool, g, func(b *pgx.Batch) error { return queue(b, g) })
 	if err != nil {
 		s.writeError(w, r, err)
 		return saasapi.Access{}, false
@@ -168,10 +156,32 @@ func (s *Server) access(w http.ResponseWriter, r *http.Request, perm saasapi.Per
 	return a, true
 }
 
+// userRead runs the reads of a route that belongs to the signed-in user
+// with the check that the user is still active, in one round trip; it
+// answers a refusal itself.
+func (s *Server) userRead(w http.ResponseWriter, r *http.Request, queue func(b *pgx.Batch, userID saasapi.ID) error) bool {
+	userID := principalOf(r).UserID
+	var active bool
+	b := &pgx.Batch{}
+	projections.QueueUserActive(b, userID, &active)
+	err := queue(b, userID)
+	if err == nil {
+		err = s.deps.Pool.SendBatch(r.Context(), b).Close()
+	}
+	if err == nil && !active {
+		err = saasapi.Errorf(saasapi.EUNAUTHENTICATED, saasapi.MsgInvalidToken)
+	}
+	if err != nil {
+		s.writeError(w, r, err)
+		return false
+	}
+	return true
+}
+
 // handleOrgList serves an offset-paged list of one organisation's read
 // model to callers holding perm.
 func handleOrgList[T, R any](s *Server, perm saasapi.Permission,
-	list func(context.Context, projections.Querier, saasapi.Access, projections.Page) ([]T, int, error),
+	list func(*pgx.Batch, projections.Scope, projections.Page, *projections.PageOf[T]) error,
 	shape func(T) R,
 ) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
@@ -180,11 +190,12 @@ func handleOrgList[T, R any](s *Server, perm saasapi.Permission,
 			s.writeError(w, r, err)
 			return
 		}
-		a, ok := s.access(w, r, perm)
-		if !ok {
+		var items projections.PageOf[T]
+		if _, ok := s.gated(w, r, perm, func(b *pgx.Batch, g *projections.Gate) error {
+			return list(b, g, page, &items)
+		}); !ok {
 			return
 		}
-		items, total, err := list(r.Context(), s.deps.Pool, a, page)
-		s.reply(w, r, err, http.StatusOK, 0, newList(mapSlice(items, shape), page, total))
+		s.reply(w, r, nil, http.StatusOK, 0, newList(mapSlice(items.Items, shape), page, items.Total))
 	}
 }

@@ -71,6 +71,11 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	if !ok {
 		status = http.StatusInternalServerError
 	}
+	if detail := stateOf(r.Context()).authDetail; e.Code == saasapi.EUNAUTHENTICATED && detail != "" {
+		// The gate refused the principal: the route's 401 detail.
+		writeProblem(w, r, status, detail, nil)
+		return
+	}
 	writeProblem(w, r, status, e.Message, e.Fields)
 }
 

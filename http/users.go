@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/saasapi/saasapi"
 	"github.com/saasapi/saasapi/commands"
 	"github.com/saasapi/saasapi/observability"
@@ -120,18 +121,18 @@ func (s *Server) handleMe() http.HandlerFunc {
 		Memberships []membership `json:"memberships"`
 	}
 	return func(w http.ResponseWriter, r *http.Request) {
-		userID := principalOf(r).UserID
-		u, err := projections.GetUser(r.Context(), s.deps.Pool, userID)
-		if err != nil {
-			s.writeError(w, r, err)
+		var (
+			u  projections.Lookup[projections.User]
+			ms []projections.MembershipSummary
+		)
+		if !s.userRead(w, r, func(b *pgx.Batch, userID saasapi.ID) error {
+			projections.QueueUser(b, userID, &u)
+			projections.QueueMembershipsOfUser(b, userID, &ms)
+			return nil
+		}) {
 			return
 		}
-		ms, err := projections.ListMembershipsOfUser(r.Context(), s.deps.Pool, userID)
-		if err != nil {
-			s.writeError(w, r, err)
-			return
-		}
-		encode(w, http.StatusOK, response{User: newUserResponse(u), Memberships: mapSlice(ms,
+		encode(w, http.StatusOK, response{User: newUserResponse(u.Value), Memberships: mapSlice(ms,
 			func(m projections.MembershipSummary) membership {
 				return membership{MembershipID: m.MembershipID, OrganisationID: m.OrganisationID,
 					OrganisationName: m.OrganisationName, OrganisationSlug: m.OrganisationSlug, Role: m.Role}

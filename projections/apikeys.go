@@ -38,6 +38,14 @@ func init() {
 	})
 }
 
+// CreatedAPIKey is the row the api_key.created handler writes, as the
+// read model returns it: never used yet, not revoked.
+func CreatedAPIKey(e saasapi.Event) APIKey {
+	c := payloadOf[saasapi.APIKeyCreated](e)
+	return APIKey{ID: e.StreamID, OrganisationID: e.LedgerID, Name: c.APIKeyName, KeyPrefix: c.KeyPrefix,
+		CreatedByUserID: e.Actor.UserID.Ptr(), Version: e.StreamVersion, CreatedAt: e.OccurredAt, UpdatedAt: e.OccurredAt}
+}
+
 const apiKeyColumns = `k.id, k.organisation_id, k.name, k.key_prefix, k.created_by_user_id, k.revoked_at,
 	u.last_used_at, k.version, k.created_at, k.updated_at`
 
@@ -51,32 +59,33 @@ func scanAPIKey(row pgx.Row) (APIKey, error) {
 	return k, err
 }
 
+// QueueAPIKey queues the read of a key of s, revoked or not.
+func QueueAPIKey(b *pgx.Batch, s Scope, id saasapi.ID, dst *Lookup[APIKey]) error {
+	return queueRow(b, s, `SELECT `+apiKeyColumns+apiKeyFrom+` WHERE k.organisation_id = $1 AND k.id = $2{scope}`,
+		scanAPIKey, dst, id)
+}
+
+// APIKeyOf is the key a Lookup found, or 404 api key was not found.
+func APIKeyOf(l Lookup[APIKey]) (APIKey, error) {
+	return l.or(saasapi.Errorf(saasapi.ENOTFOUND, saasapi.MsgAPIKeyNotFound))
+}
+
 // GetAPIKey returns an API key of the authorized organisation, revoked or
 // not, or 404 api key was not found.
 func GetAPIKey(ctx context.Context, q Querier, a saasapi.Access, id saasapi.ID) (APIKey, error) {
-	if err := checkAccess(a); err != nil {
+	var l Lookup[APIKey]
+	if err := send(ctx, q, "get api key", func(b *pgx.Batch) error { return QueueAPIKey(b, Within(a), id, &l) }); err != nil {
 		return APIKey{}, err
 	}
-	k, err := scanAPIKey(q.QueryRow(ctx, `SELECT `+apiKeyColumns+apiKeyFrom+`
-		WHERE k.organisation_id = $1 AND k.id = $2`, a.OrganisationID, id))
-	if errors.Is(err, pgx.ErrNoRows) {
-		return APIKey{}, saasapi.Errorf(saasapi.ENOTFOUND, saasapi.MsgAPIKeyNotFound)
-	}
-	if err != nil {
-		return APIKey{}, fmt.Errorf("get api key: %w", err)
-	}
-	return k, nil
+	return APIKeyOf(l)
 }
 
-// ListAPIKeys returns the authorized organisation's keys, newest first,
-// revoked ones included, and the total.
-func ListAPIKeys(ctx context.Context, q Querier, a saasapi.Access, page Page) ([]APIKey, int, error) {
-	if err := checkAccess(a); err != nil {
-		return nil, 0, err
-	}
-	return listPage(ctx, q, "api keys", `SELECT `+apiKeyColumns+apiKeyFrom+` WHERE k.organisation_id = $1
+// QueueListAPIKeys queues a page of the keys of s, newest first, revoked
+// ones included, and their total.
+func QueueListAPIKeys(b *pgx.Batch, s Scope, page Page, dst *PageOf[APIKey]) error {
+	return queuePage(b, s, `SELECT `+apiKeyColumns+apiKeyFrom+` WHERE k.organisation_id = $1{scope}
 		ORDER BY k.created_at DESC, k.id DESC LIMIT $2 OFFSET $3`,
-		`SELECT count(*) FROM api_keys WHERE organisation_id = $1`, scanAPIKey, page, a.OrganisationID)
+		`SELECT count(*) FROM api_keys WHERE organisation_id = $1{scope}`, scanAPIKey, page, dst)
 }
 
 // KeyOwner is what authenticating with an API key yields.
@@ -108,8 +117,11 @@ func APIKeyByHash(ctx context.Context, q Querier, hash []byte) (owner KeyOwner, 
 // replica.
 func TouchAPIKey(ctx context.Context, q Querier, owner KeyOwner, t time.Time) (time.Time, error) {
 	var last time.Time
+	// A revoked key is used no more: its last use stays as it was.
 	err := q.QueryRow(ctx, `WITH up AS (
-			INSERT INTO api_key_usage (organisation_id, api_key_id, last_used_at) VALUES ($1, $2, $3)
+			INSERT INTO api_key_usage (organisation_id, api_key_id, last_used_at)
+			SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM api_keys
+				WHERE organisation_id = $1 AND id = $2 AND revoked_at IS NULL)
 			ON CONFLICT (organisation_id, api_key_id) DO UPDATE SET last_used_at = excluded.last_used_at
 			WHERE api_key_usage.last_used_at < excluded.last_used_at - interval '1 minute'
 			RETURNING last_used_at)
@@ -120,20 +132,4 @@ func TouchAPIKey(ctx context.Context, q Querier, owner KeyOwner, t time.Time) (t
 		return time.Time{}, fmt.Errorf("touch api key: %w", err)
 	}
 	return last, nil
-}
-
-// APIKeyActive reports whether the key exists in the organisation and is
-// not revoked. Commands ask again under the ledger lock, because a key
-// authenticated a moment ago may have been revoked since.
-func APIKeyActive(ctx context.Context, q Querier, orgID, keyID saasapi.ID) (bool, error) {
-	var active bool
-	err := q.QueryRow(ctx, `SELECT revoked_at IS NULL FROM api_keys WHERE organisation_id = $1 AND id = $2`,
-		orgID, keyID).Scan(&active)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return false, nil
-	}
-	if err != nil {
-		return false, fmt.Errorf("api key state: %w", err)
-	}
-	return active, nil
 }

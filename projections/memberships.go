@@ -2,8 +2,6 @@ package projections
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -48,47 +46,48 @@ func scanMembership(row pgx.Row) (Membership, error) {
 	return m, err
 }
 
+const membershipByUser = `SELECT ` + membershipColumns + `
+	FROM memberships m JOIN users u ON u.id = m.user_id
+	WHERE m.organisation_id = $1 AND m.user_id = $2{scope}`
+
+// QueueMembership queues the read of userID's membership in s.
+func QueueMembership(b *pgx.Batch, s Scope, userID saasapi.ID, dst *Lookup[Membership]) error {
+	return queueRow(b, s, membershipByUser, scanMembership, dst, userID)
+}
+
+// MembershipOf is the membership a Lookup found, or 404.
+func MembershipOf(l Lookup[Membership]) (Membership, error) {
+	return l.or(saasapi.Errorf(saasapi.ENOTFOUND, saasapi.MsgMembershipNotFound))
+}
+
 // GetMembership returns the membership of a user in the authorized
 // organisation, or a not-found error.
 func GetMembership(ctx context.Context, q Querier, a saasapi.Access, userID saasapi.ID) (Membership, error) {
-	if err := checkAccess(a); err != nil {
+	var l Lookup[Membership]
+	if err := send(ctx, q, "get membership", func(b *pgx.Batch) error { return QueueMembership(b, Within(a), userID, &l) }); err != nil {
 		return Membership{}, err
 	}
-	m, err := scanMembership(q.QueryRow(ctx, `SELECT `+membershipColumns+`
+	return MembershipOf(l)
+}
+
+// QueueListMembers queues a page of the memberships of s, oldest first,
+// and their total.
+func QueueListMembers(b *pgx.Batch, s Scope, page Page, dst *PageOf[Membership]) error {
+	return queuePage(b, s, `SELECT `+membershipColumns+`
 		FROM memberships m JOIN users u ON u.id = m.user_id
-		WHERE m.organisation_id = $1 AND m.user_id = $2`, a.OrganisationID, userID))
-	if errors.Is(err, pgx.ErrNoRows) {
-		return Membership{}, saasapi.Errorf(saasapi.ENOTFOUND, saasapi.MsgMembershipNotFound)
-	}
+		WHERE m.organisation_id = $1{scope} ORDER BY m.created_at, m.id LIMIT $2 OFFSET $3`,
+		`SELECT count(*) FROM memberships WHERE organisation_id = $1{scope}`, scanMembership, page, dst)
+}
+
+// QueueCountOwners queues the count of the owners of s. Under the
+// organisation's ledger lock the count cannot change before commit.
+func QueueCountOwners(b *pgx.Batch, s Scope, dst *int) error {
+	sql, args, err := scoped(s, `SELECT count(*) FROM memberships WHERE organisation_id = $1 AND role = 'owner'{scope}`)
 	if err != nil {
-		return Membership{}, fmt.Errorf("get membership: %w", err)
+		return err
 	}
-	return m, nil
-}
-
-// ListMembers returns the memberships of the authorized organisation,
-// oldest first, and the total count.
-func ListMembers(ctx context.Context, q Querier, a saasapi.Access, page Page) ([]Membership, int, error) {
-	if err := checkAccess(a); err != nil {
-		return nil, 0, err
-	}
-	return listPage(ctx, q, "members", `SELECT `+membershipColumns+`
-		FROM memberships m JOIN users u ON u.id = m.user_id
-		WHERE m.organisation_id = $1 ORDER BY m.created_at, m.id LIMIT $2 OFFSET $3`,
-		`SELECT count(*) FROM memberships WHERE organisation_id = $1`, scanMembership, page, a.OrganisationID)
-}
-
-// CountOwners returns how many owners the organisation has; the caller
-// holds the organisation's ledger lock, so the count cannot change before
-// commit.
-func CountOwners(ctx context.Context, q Querier, a saasapi.Access) (int, error) {
-	if err := checkAccess(a); err != nil {
-		return 0, err
-	}
-	var n int
-	err := q.QueryRow(ctx, `SELECT count(*) FROM memberships WHERE organisation_id = $1 AND role = 'owner'`,
-		a.OrganisationID).Scan(&n)
-	return n, err
+	b.Queue(sql, args...).QueryRow(func(row pgx.Row) error { return row.Scan(dst) })
+	return nil
 }
 
 // MembershipSummary is one entry of a user's membership list (GET /me).
@@ -100,22 +99,18 @@ type MembershipSummary struct {
 	Role             saasapi.Role
 }
 
-// ListMembershipsOfUser returns every membership of a user with its
-// organisation's name and slug.
-func ListMembershipsOfUser(ctx context.Context, q Querier, userID saasapi.ID) ([]MembershipSummary, error) {
-	rows, err := q.Query(ctx, `SELECT m.id, o.id, o.name, o.slug, m.role
+// QueueMembershipsOfUser queues the read of every membership of a user
+// with its organisation's name and slug (nothing once the user is no
+// longer active).
+func QueueMembershipsOfUser(b *pgx.Batch, userID saasapi.ID, dst *[]MembershipSummary) {
+	b.Queue(`SELECT m.id, o.id, o.name, o.slug, m.role
 		FROM memberships m JOIN organisations o ON o.id = m.organisation_id
-		WHERE m.user_id = $1 ORDER BY m.created_at, m.id`, userID)
-	if err != nil {
-		return nil, fmt.Errorf("list memberships: %w", err)
-	}
-	ms, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (MembershipSummary, error) {
-		var s MembershipSummary
-		err := row.Scan(&s.MembershipID, &s.OrganisationID, &s.OrganisationName, &s.OrganisationSlug, &s.Role)
-		return s, err
+		WHERE m.user_id = $1 AND `+UserGate(1)+` ORDER BY m.created_at, m.id`, userID).Query(func(rows pgx.Rows) (err error) {
+		*dst, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (MembershipSummary, error) {
+			var s MembershipSummary
+			err := row.Scan(&s.MembershipID, &s.OrganisationID, &s.OrganisationName, &s.OrganisationSlug, &s.Role)
+			return s, err
+		})
+		return err
 	})
-	if err != nil {
-		return nil, fmt.Errorf("list memberships: %w", err)
-	}
-	return ms, nil
 }

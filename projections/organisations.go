@@ -2,8 +2,6 @@ package projections
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -34,6 +32,14 @@ func init() {
 	})
 }
 
+// CreatedOrganisation is the row the organisation.created handler
+// writes, as the read model returns it.
+func CreatedOrganisation(e saasapi.Event) Organisation {
+	c := payloadOf[saasapi.OrganisationCreated](e)
+	return Organisation{ID: e.StreamID, Name: c.Name, Slug: c.Slug, Version: e.StreamVersion,
+		CreatedAt: e.OccurredAt, UpdatedAt: e.OccurredAt}
+}
+
 const organisationColumns = `o.id, o.name, o.slug, o.version, o.created_at, o.updated_at`
 
 func scanOrganisation(row pgx.Row) (Organisation, error) {
@@ -42,47 +48,36 @@ func scanOrganisation(row pgx.Row) (Organisation, error) {
 	return o, err
 }
 
-// OrganisationAccess reports whether the organisation exists and the role
-// the user holds in it (empty when not a member, or when userID is empty as
-// for API keys). It runs before any tenant row is read.
-func OrganisationAccess(ctx context.Context, q Querier, orgID, userID saasapi.ID) (exists bool, role saasapi.Role, err error) {
-	var r *string
-	err = q.QueryRow(ctx, `SELECT m.role FROM organisations o
-		LEFT JOIN memberships m ON m.organisation_id = o.id AND m.user_id = $2
-		WHERE o.id = $1`, orgID, userID).Scan(&r)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return false, "", nil
-	}
-	if err != nil {
-		return false, "", fmt.Errorf("organisation access: %w", err)
-	}
-	if r != nil {
-		role = saasapi.Role(*r)
-	}
-	return true, role, nil
+// QueueOrganisation queues the read of the organisation of s.
+func QueueOrganisation(b *pgx.Batch, s Scope, dst *Lookup[Organisation]) error {
+	return queueRow(b, s, `SELECT `+organisationColumns+` FROM organisations o WHERE o.id = $1{scope}`, scanOrganisation, dst)
+}
+
+// OrganisationOf is the organisation a Lookup found, or 404.
+func OrganisationOf(l Lookup[Organisation]) (Organisation, error) {
+	return l.or(saasapi.Errorf(saasapi.ENOTFOUND, saasapi.MsgOrgNotFound))
 }
 
 // GetOrganisation returns the organisation the access was granted for.
 func GetOrganisation(ctx context.Context, q Querier, a saasapi.Access) (Organisation, error) {
-	if err := checkAccess(a); err != nil {
+	var l Lookup[Organisation]
+	if err := send(ctx, q, "get organisation", func(b *pgx.Batch) error { return QueueOrganisation(b, Within(a), &l) }); err != nil {
 		return Organisation{}, err
 	}
-	o, err := scanOrganisation(q.QueryRow(ctx, `SELECT `+organisationColumns+` FROM organisations o WHERE o.id = $1`,
-		a.OrganisationID))
-	if errors.Is(err, pgx.ErrNoRows) {
-		return Organisation{}, saasapi.Errorf(saasapi.ENOTFOUND, saasapi.MsgOrgNotFound)
-	}
-	if err != nil {
-		return Organisation{}, fmt.Errorf("get organisation: %w", err)
-	}
-	return o, nil
+	return OrganisationOf(l)
 }
 
-// ListOrganisationsOfUser returns the organisations the user is a member of,
-// oldest first, and how many there are in all.
-func ListOrganisationsOfUser(ctx context.Context, q Querier, userID saasapi.ID, page Page) ([]Organisation, int, error) {
-	return listPage(ctx, q, "organisations", `SELECT `+organisationColumns+`
+// QueueListOrganisationsOfUser queues a page of the organisations the
+// user is a member of, oldest first, and how many there are in all; both
+// return nothing once the user is no longer active.
+func QueueListOrganisationsOfUser(b *pgx.Batch, userID saasapi.ID, page Page, dst *PageOf[Organisation]) {
+	b.Queue(`SELECT `+organisationColumns+`
 		FROM memberships m JOIN organisations o ON o.id = m.organisation_id
-		WHERE m.user_id = $1 ORDER BY o.created_at, o.id LIMIT $2 OFFSET $3`,
-		`SELECT count(*) FROM memberships WHERE user_id = $1`, scanOrganisation, page, userID)
+		WHERE m.user_id = $1 AND `+UserGate(1)+` ORDER BY o.created_at, o.id LIMIT $2 OFFSET $3`,
+		userID, page.Limit, page.Offset).Query(func(rows pgx.Rows) (err error) {
+		dst.Items, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (Organisation, error) { return scanOrganisation(row) })
+		return err
+	})
+	b.Queue(`SELECT count(*) FROM memberships WHERE user_id = $1 AND `+UserGate(1), userID).
+		QueryRow(func(row pgx.Row) error { return row.Scan(&dst.Total) })
 }

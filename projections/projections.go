@@ -50,6 +50,8 @@ type aggregate struct {
 	// handlers queue the incremental update of an event type; they run
 	// before the row handler, so they can still read the old row.
 	handlers map[string]handler
+	// every, if set, queues the update of any event, after handlers.
+	every handler
 }
 
 var aggregates []*aggregate
@@ -75,6 +77,9 @@ func apply(b *pgx.Batch, e saasapi.Event, withAggregates bool) error {
 			if ah := agg.handlers[e.Type]; ah != nil {
 				ah(b, e, payload)
 			}
+			if agg.every != nil {
+				agg.every(b, e, payload)
+			}
 		}
 	}
 	h(b, e, payload)
@@ -98,7 +103,7 @@ func recomputeAggregates(ctx context.Context, tx pgx.Tx) error {
 // Tables lists the projected read tables in the order a rebuild empties
 // them. Secrets (user_credentials) and operational data are not projected
 // and are never touched by a rebuild.
-var Tables = []string{"api_keys", "project_counts", "projects", "memberships", "organisations", "users"}
+var Tables = []string{"audit_counts", "api_keys", "project_counts", "projects", "memberships", "organisations", "users"}
 
 // Page is the offset window of a list query.
 type Page struct {
@@ -116,23 +121,40 @@ func checkAccess(a saasapi.Access) error {
 	return nil
 }
 
-// listPage reads one page and the total in one round trip: pageSQL takes
-// args followed by LIMIT and OFFSET, countSQL takes args alone.
-func listPage[T any](ctx context.Context, q Querier, what, pageSQL, countSQL string,
-	scan func(pgx.Row) (T, error), page Page, args ...any,
-) ([]T, int, error) {
-	var (
-		items []T
-		total int
-	)
-	b := &pgx.Batch{}
-	b.Queue(pageSQL, append(append([]any(nil), args...), page.Limit, page.Offset)...).Query(func(rows pgx.Rows) (err error) {
-		items, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (T, error) { return scan(row) })
+// PageOf is one page of a list and the number of all its items.
+type PageOf[T any] struct {
+	Items []T
+	Total int
+}
+
+// queuePage queues one page and the total of a tenant list: pageSQL takes
+// LIMIT and OFFSET as $2 and $3, countSQL no argument besides $1; both
+// carry the scope mark.
+func queuePage[T any](b *pgx.Batch, s Scope, pageSQL, countSQL string, scan func(pgx.Row) (T, error),
+	page Page, dst *PageOf[T],
+) error {
+	pageSQL, pageArgs, err := scoped(s, pageSQL, page.Limit, page.Offset)
+	if err != nil {
+		return err
+	}
+	countSQL, countArgs, err := scoped(s, countSQL)
+	if err != nil {
+		return err
+	}
+	b.Queue(pageSQL, pageArgs...).Query(func(rows pgx.Rows) (err error) {
+		dst.Items, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (T, error) { return scan(row) })
 		return err
 	})
-	b.Queue(countSQL, args...).QueryRow(func(row pgx.Row) error { return row.Scan(&total) })
-	if err := q.SendBatch(ctx, b).Close(); err != nil {
-		return nil, 0, fmt.Errorf("list %s: %w", what, err)
+	b.Queue(countSQL, countArgs...).QueryRow(func(row pgx.Row) error { return row.Scan(&dst.Total) })
+	return nil
+}
+
+// payloadOf decodes e's payload as a *T, or returns a zero T when it is
+// of another type (a caller's mistake that the tests of Created* catch).
+func payloadOf[T any](e saasapi.Event) *T {
+	d, _ := saasapi.DecodePayload(e)
+	if p, ok := d.(*T); ok {
+		return p
 	}
-	return items, total, nil
+	return new(T)
 }

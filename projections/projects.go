@@ -2,8 +2,8 @@ package projections
 
 import (
 	"context"
-	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -104,6 +104,16 @@ func init() {
 	})
 }
 
+// CreatedProject is the row the project.created handler writes, as the
+// read model returns it: what a creation answers without reading it back.
+func CreatedProject(e saasapi.Event) Project {
+	c := payloadOf[saasapi.ProjectCreated](e)
+	return Project{ID: e.StreamID, OrganisationID: e.LedgerID, Name: c.ProjectName, Description: c.Description,
+		Status: c.Status, CreatedByUserID: e.Actor.UserID.Ptr(), CreatedByAPIKeyID: e.Actor.APIKeyID.Ptr(),
+		UpdatedByUserID: e.Actor.UserID.Ptr(), UpdatedByAPIKeyID: e.Actor.APIKeyID.Ptr(),
+		Version: e.StreamVersion, CreatedAt: e.OccurredAt, UpdatedAt: e.OccurredAt}
+}
+
 const projectColumns = `id, organisation_id, name, description, status, created_by_user_id, created_by_api_key_id,
 	updated_by_user_id, updated_by_api_key_id, version, created_at, updated_at`
 
@@ -114,27 +124,43 @@ func scanProject(row pgx.Row) (Project, error) {
 	return p, err
 }
 
+const projectByID = `SELECT ` + projectColumns + ` FROM projects
+	WHERE organisation_id = $1 AND id = $2 AND deleted_at IS NULL{scope}`
+
+// QueueProject queues the read of a live (not deleted) project of s.
+func QueueProject(b *pgx.Batch, s Scope, id saasapi.ID, dst *Lookup[Project]) error {
+	return queueRow(b, s, projectByID, scanProject, dst, id)
+}
+
+// ReadProject is GET project in one statement: the gate (run it with
+// GatedOne) and the live project, joined.
+func ReadProject(g *Gate, id saasapi.ID, dst *Lookup[Project]) func(b *pgx.Batch) {
+	return func(b *pgx.Batch) {
+		queueGatedOne(b, g, "projects", projectColumns, "t.organisation_id = $1 AND t.deleted_at IS NULL", scanProject, dst,
+			func(n int) (string, []any) { return " AND t.id = $" + strconv.Itoa(n), []any{id} })
+	}
+}
+
+// ProjectOf is the project a Lookup found, or 404 project was not found.
+func ProjectOf(l Lookup[Project]) (Project, error) {
+	return l.or(saasapi.Errorf(saasapi.ENOTFOUND, saasapi.MsgProjectNotFound))
+}
+
 // GetProject returns a live (not deleted) project of the authorized
 // organisation, or 404 project was not found.
 func GetProject(ctx context.Context, q Querier, a saasapi.Access, id saasapi.ID) (Project, error) {
-	if err := checkAccess(a); err != nil {
+	var l Lookup[Project]
+	if err := send(ctx, q, "get project", func(b *pgx.Batch) error { return QueueProject(b, Within(a), id, &l) }); err != nil {
 		return Project{}, err
 	}
-	p, err := scanProject(q.QueryRow(ctx, `SELECT `+projectColumns+` FROM projects
-		WHERE organisation_id = $1 AND id = $2 AND deleted_at IS NULL`, a.OrganisationID, id))
-	if errors.Is(err, pgx.ErrNoRows) {
-		return Project{}, saasapi.Errorf(saasapi.ENOTFOUND, saasapi.MsgProjectNotFound)
-	}
-	if err != nil {
-		return Project{}, fmt.Errorf("get project: %w", err)
-	}
-	return p, nil
+	return ProjectOf(l)
 }
 
 // ProjectSort is a sort key of the project list.
 type ProjectSort string
 
-// The sort keys. Each is followed by the id as a tie-breaker.
+// The sort keys. Each is followed by the id as a tie-breaker; status is
+// followed by created_at first.
 const (
 	SortCreatedAt ProjectSort = "created_at"
 	SortName      ProjectSort = "name"
@@ -179,36 +205,49 @@ func escapeLike(s string) string {
 	return strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`).Replace(s)
 }
 
+// ProjectPage is a page of the project list.
+type ProjectPage struct {
+	Items []Project
+	Total int
+	More  bool
+}
+
 // ListProjects returns one page of the authorized organisation's live
-// projects and the number of all that match the filters. It fetches one
-// row more than the limit to tell whether another page follows.
+// projects and the number of all that match the filters.
 func ListProjects(ctx context.Context, q Querier, a saasapi.Access, pq ProjectQuery) (items []Project, total int, more bool, err error) {
-	if err := checkAccess(a); err != nil {
-		return nil, 0, false, err
-	}
+	var page ProjectPage
+	err = send(ctx, q, "list projects", func(b *pgx.Batch) error { return QueueListProjects(b, Within(a), pq, &page) })
+	return page.Items, page.Total, page.More, err
+}
+
+// QueueListProjects queues the page and its total (both in one round
+// trip). It fetches one row more than the limit to tell whether another
+// page follows.
+func QueueListProjects(b *pgx.Batch, s Scope, pq ProjectQuery, dst *ProjectPage) error {
 	expr, ok := sortExpr[pq.Sort]
 	if !ok {
-		return nil, 0, false, fmt.Errorf("list projects: unknown sort %q", pq.Sort)
+		return fmt.Errorf("list projects: unknown sort %q", pq.Sort)
 	}
 	where := []string{"organisation_id = $1", "deleted_at IS NULL"}
-	args := []any{a.OrganisationID}
+	var args []any
 	if pq.Status != "" {
 		args = append(args, pq.Status)
-		where = append(where, fmt.Sprintf("status = $%d", len(args)))
+		where = append(where, fmt.Sprintf("status = $%d", len(args)+1))
 	}
 	if pq.Name != "" {
 		// Lower-cased by the database on both sides, so that a name always
 		// matches itself whatever letters it holds.
 		args = append(args, "%"+escapeLike(pq.Name)+"%")
-		where = append(where, fmt.Sprintf("lower(name) LIKE lower($%d)", len(args)))
+		where = append(where, fmt.Sprintf("lower(name) LIKE lower($%d)", len(args)+1))
 	}
-	countSQL := `SELECT count(*) FROM projects WHERE ` + strings.Join(where, " AND ")
+	countSQL := `SELECT count(*) FROM projects WHERE ` + strings.Join(where, " AND ") + gateMark
 	countArgs := append([]any(nil), args...)
 	if pq.Name == "" {
 		// Without a name filter the total is kept by the projection.
-		countSQL = `SELECT coalesce(sum(live), 0)::bigint FROM project_counts WHERE organisation_id = $1`
+		countSQL = `SELECT coalesce(sum(live), 0)::bigint FROM project_counts WHERE organisation_id = $1` + gateMark
 		if pq.Status != "" {
-			countSQL += ` AND status = $2`
+			countSQL = `SELECT coalesce(sum(live), 0)::bigint FROM project_counts
+				WHERE organisation_id = $1 AND status = $2` + gateMark
 		}
 	}
 
@@ -216,35 +255,50 @@ func ListProjects(ctx context.Context, q Querier, a saasapi.Access, pq ProjectQu
 	if pq.Desc {
 		dir, cmp = "DESC", "<"
 	}
+	// Within a status, projects follow their creation: the order of
+	// projects_status_created_idx, which so serves this sort as well as
+	// the status filter, and no index of its own is maintained for it.
+	cols, order := expr, expr+" "+dir
+	if pq.Sort == SortStatus {
+		cols, order = expr+", created_at", order+", created_at "+dir
+	}
 	offset := pq.Page.Offset
 	if pq.After != nil {
-		key, param := any(pq.SortKey(*pq.After)), fmt.Sprintf("$%d", len(args)+1)
+		key, param := any(pq.SortKey(*pq.After)), fmt.Sprintf("$%d", len(args)+2)
 		switch pq.Sort {
 		case SortCreatedAt:
 			key, param = pq.After.CreatedAt, param+"::timestamptz"
 		case SortName:
 			param = "lower(" + param + ")" // the same expression as the sort column
 		}
-		args = append(args, key, pq.After.ID)
-		where = append(where, fmt.Sprintf("(%s, id) %s (%s, $%d)", expr, cmp, param, len(args)))
+		args = append(args, key)
+		if pq.Sort == SortStatus {
+			args = append(args, pq.After.CreatedAt)
+			param += fmt.Sprintf(", $%d::timestamptz", len(args)+1)
+		}
+		args = append(args, pq.After.ID)
+		where = append(where, fmt.Sprintf("(%s, id) %s (%s, $%d)", cols, cmp, param, len(args)+1))
 		offset = 0
 	}
 	args = append(args, pq.Page.Limit+1, offset)
-	listSQL := fmt.Sprintf(`SELECT %s FROM projects WHERE %s ORDER BY %s %s, id %s LIMIT $%d OFFSET $%d`,
-		projectColumns, strings.Join(where, " AND "), expr, dir, dir, len(args)-1, len(args))
+	listSQL := fmt.Sprintf(`SELECT %s FROM projects WHERE %s%s ORDER BY %s, id %s LIMIT $%d OFFSET $%d`,
+		projectColumns, strings.Join(where, " AND "), gateMark, order, dir, len(args), len(args)+1)
 
-	// Both queries travel in one round trip.
-	b := &pgx.Batch{}
-	b.Queue(listSQL, args...).Query(func(rows pgx.Rows) error {
-		items, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (Project, error) { return scanProject(row) })
+	listSQL, listArgs, err := scoped(s, listSQL, args...)
+	if err != nil {
+		return err
+	}
+	countSQL, countArgs, err = scoped(s, countSQL, countArgs...)
+	if err != nil {
+		return err
+	}
+	b.Queue(listSQL, listArgs...).Query(func(rows pgx.Rows) (err error) {
+		dst.Items, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (Project, error) { return scanProject(row) })
+		if len(dst.Items) > pq.Page.Limit {
+			dst.Items, dst.More = dst.Items[:pq.Page.Limit], true
+		}
 		return err
 	})
-	b.Queue(countSQL, countArgs...).QueryRow(func(row pgx.Row) error { return row.Scan(&total) })
-	if err := q.SendBatch(ctx, b).Close(); err != nil {
-		return nil, 0, false, fmt.Errorf("list projects: %w", err)
-	}
-	if len(items) > pq.Page.Limit {
-		items, more = items[:pq.Page.Limit], true
-	}
-	return items, total, more, nil
+	b.Queue(countSQL, countArgs...).QueryRow(func(row pgx.Row) error { return row.Scan(&dst.Total) })
+	return nil
 }

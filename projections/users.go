@@ -55,6 +55,25 @@ func GetUser(ctx context.Context, q Querier, id saasapi.ID) (User, error) {
 	return u, nil
 }
 
+// QueueUserInOrg queues the read of a user for a command on the
+// organisation of s (adding a member needs the user to exist).
+func QueueUserInOrg(b *pgx.Batch, s Scope, id saasapi.ID, dst *Lookup[User]) error {
+	return queueRow(b, s, `SELECT `+userColumns+` FROM users
+		WHERE id = $2 AND EXISTS (SELECT 1 FROM organisations WHERE id = $1){scope}`, scanUser, dst, id)
+}
+
+// QueueUser queues the read of a user by ID.
+func QueueUser(b *pgx.Batch, id saasapi.ID, dst *Lookup[User]) {
+	b.Queue(`SELECT `+userColumns+` FROM users WHERE id = $1`, id).QueryRow(func(row pgx.Row) error {
+		u, err := scanUser(row)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil
+		}
+		dst.Value, dst.Found = u, err == nil
+		return err
+	})
+}
+
 // Credentials are what a login needs: the user and the password hash.
 type Credentials struct {
 	User         User
@@ -78,13 +97,15 @@ func GetCredentials(ctx context.Context, q Querier, email string) (c Credentials
 	return c, true, nil
 }
 
-// UserVersion returns the current version of a user's stream for appending
-// to it; the caller holds the user's ledger lock.
-func UserVersion(ctx context.Context, q Querier, id saasapi.ID) (int64, error) {
-	var v int64
-	err := q.QueryRow(ctx, `SELECT version FROM users WHERE id = $1`, id).Scan(&v)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return 0, saasapi.Errorf(saasapi.ENOTFOUND, saasapi.MsgUserNotFound)
-	}
-	return v, err
+// QueueUserVersion queues the read of the current version of a user's
+// stream, for appending to it under the user's ledger lock.
+func QueueUserVersion(b *pgx.Batch, id saasapi.ID, dst *Lookup[int64]) {
+	b.Queue(`SELECT version FROM users WHERE id = $1`, id).QueryRow(func(row pgx.Row) error {
+		err := row.Scan(&dst.Value)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil
+		}
+		dst.Found = err == nil
+		return err
+	})
 }

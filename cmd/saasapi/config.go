@@ -52,6 +52,7 @@ type Config struct {
 	DevDir            string        // DEV_DIR, where dev keeps its PostgreSQL cluster
 	LedgerOrigin      string        // LEDGER_ORIGIN, the checkpoints' origin prefix; empty: derived from AppName
 	LedgerSigningKey  string        // LEDGER_SIGNING_KEY, the note signer key of the checkpoints (ledgerkey.go)
+	PprofAddr         string        // PPROF_ADDR, a loopback address for net/http/pprof; empty (default) for none
 
 	// Abuse limits, per replica (apihttp.Throttle).
 	LoginAccountRate    apihttp.Rate  // LOGIN_ACCOUNT_RATE and LOGIN_ACCOUNT_BURST: failed sign-ins per account and address
@@ -86,6 +87,7 @@ func loadConfig(getenv func(string) string, defaultAddr string) (Config, error) 
 		DevDir:           get("DEV_DIR", ".data"),
 		LedgerOrigin:     get("LEDGER_ORIGIN", ""),
 		LedgerSigningKey: get("LEDGER_SIGNING_KEY", ""),
+		PprofAddr:        get("PPROF_ADDR", ""),
 	}
 
 	var errs []error
@@ -123,6 +125,7 @@ func loadConfig(getenv func(string) string, defaultAddr string) (Config, error) 
 	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
 		errs = append(errs, fmt.Errorf("%sHTTP_ADDR: %q is not a host:port listen address: %w", envPrefix, c.HTTPAddr, err))
 	}
+	errs = append(errs, checkPprofAddr(c.PprofAddr))
 
 	errs = append(errs, c.checkLedgerConfig())
 

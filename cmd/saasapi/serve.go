@@ -266,8 +266,17 @@ func serve(ctx context.Context, cfg Config, databaseURL string, logger *slog.Log
 	if ready != nil {
 		ready <- ln.Addr().String()
 	}
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(apihttp.Listener(ln)) }()
+	if cfg.PprofAddr != "" {
+		pprofCtx, stopPprof := context.WithCancel(ctx)
+		defer stopPprof()
+		go func() {
+			if err := servePprof(pprofCtx, cfg.PprofAddr, logger); err != nil {
+				errc <- err
+			}
+		}()
+	}
 	// The pruner stops with the server, whichever way the server stops.
 	pruneCtx, stopPruning := context.WithCancel(ctx)
 	pruneDone := make(chan struct{})

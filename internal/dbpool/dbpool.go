@@ -18,7 +18,10 @@ import (
 // even credentials that own the schema cannot rewrite history through the
 // service. A database that was never migrated has no such role: its
 // connections fail until it is, which /readyz reports.
-func Open(ctx context.Context, url string) (*pgxpool.Pool, error) {
+//
+// configure, if given, adjusts the configuration last (tests add a
+// tracer).
+func Open(ctx context.Context, url string, configure ...func(*pgxpool.Config)) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		return nil, fmt.Errorf("parse database URL: %w", err)
@@ -29,6 +32,9 @@ func Open(ctx context.Context, url string) (*pgxpool.Pool, error) {
 	cfg.AfterConnect = func(ctx context.Context, conn *pgx.Conn) error {
 		_, err := conn.Exec(ctx, "SET ROLE "+migrations.AppRole)
 		return err
+	}
+	for _, c := range configure {
+		c(cfg)
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {

@@ -1,0 +1,221 @@
+package commands
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/saasapi/saasapi"
+	"github.com/saasapi/saasapi/eventstore"
+	"github.com/saasapi/saasapi/projections"
+)
+
+// A command is one write, described as data for the one write pipeline
+// (run). Every command takes the same steps in the same two round trips
+// (docs/adr/0009-one-write-pipeline.md):
+//
+//  1. BEGIN, lock the ledger, the access gate, claim the idempotency key,
+//     and the reads the decision needs (load), queued as one batch;
+//  2. the decision (decide, in Go, no I/O), then the events, the rows
+//     eventstore.Append adds for them, the projections, the read-backs
+//     (result), the idempotency record's result and COMMIT, queued as
+//     one batch.
+//
+// A refusal (an error of the gate or of decide) or a replay costs one
+// more round trip, the ROLLBACK. The ledger lock is taken by the first
+// batch and released by the COMMIT of the second, so it is held for two.
+type command struct {
+	meta Meta
+	// ledger is the ledger to lock; with newLedger set, the ledger this
+	// command creates instead. Neither: no ledger is written.
+	ledger    saasapi.ID
+	newLedger string // the ledger type created under ledger
+	// perm, when set, gates the command on the organisation ledger (the
+	// principal may still act, the organisation exists, the role allows
+	// perm); userGate gates a route that belongs to the signed-in user.
+	perm     saasapi.Permission
+	userGate bool
+	// idem, when set, makes the command execute once per key; idemOrg is
+	// the organisation of its scope ("" for POST /orgs).
+	idem    *Idempotency
+	idemOrg saasapi.ID
+	// load queues, on the first batch, the reads decide needs; tenant
+	// reads are scoped by the gate, so they return nothing unless it
+	// grants (the scope is nil for a command without a gate).
+	load func(b *pgx.Batch, s projections.Scope) error
+	// decide returns the events; it may queue rows of its own (a secret)
+	// on b, which go out with the events.
+	decide func(a saasapi.Access, head eventstore.Head, b *pgx.Batch) ([]saasapi.NewEvent, error)
+	// result queues the read-backs of the second batch, after the
+	// projections, so that the response shows what commits.
+	result func(b *pgx.Batch, a saasapi.Access) error
+	// render, for an idempotent command, is the response to store; it
+	// runs after decide and before the second batch is sent, on what
+	// decide recorded.
+	render func(recorded []saasapi.Event) (Rendered, error)
+}
+
+// run executes c once; when its idempotency record expired and was pruned
+// between the claim's two statements (the only race the claim cannot
+// settle in one round trip), it executes it again.
+func (s *Service) run(ctx context.Context, c command) ([]saasapi.Event, Outcome, error) {
+	recorded, out, err := s.runOnce(ctx, c)
+	if errors.Is(err, errClaimVanished) {
+		recorded, out, err = s.runOnce(ctx, c)
+	}
+	return recorded, out, err
+}
+
+// runOnce executes c and returns the events it recorded, the rendering of an
+// idempotent command, or the outcome replayed from an earlier execution.
+func (s *Service) runOnce(ctx context.Context, c command) (recorded []saasapi.Event, out Outcome, err error) {
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return nil, Outcome{}, fmt.Errorf("acquire: %w", err)
+	}
+	defer conn.Release()
+	open := false
+	defer func() {
+		if open && conn.Conn().PgConn().TxStatus() != 'I' {
+			// Refused, replayed or failed: nothing of it may stay.
+			if _, rbErr := conn.Exec(context.WithoutCancel(ctx), "ROLLBACK"); rbErr != nil {
+				conn.Conn().PgConn().Close(context.WithoutCancel(ctx)) //nolint:errcheck // the pool drops it
+			}
+		}
+	}()
+
+	// The first round trip: everything the decision depends on.
+	first, second := &pgx.Batch{}, &pgx.Batch{}
+	var (
+		head   eventstore.Head
+		locked projections.Lookup[bool]
+		gate   *projections.Gate
+		active bool
+		claim  claimState
+	)
+	switch {
+	case c.newLedger != "":
+		// Inserted with the events: the transaction holds the new row
+		// locked until it commits.
+		head = eventstore.NewLedger(second, c.ledger, c.newLedger)
+	case c.ledger != "":
+		eventstore.QueueLock(first, c.ledger, &head, &locked.Found)
+	}
+	if c.perm != "" {
+		gate = projections.NewGate(c.meta.Principal, c.ledger, c.perm)
+		gate.Queue(first)
+	}
+	if c.userGate {
+		projections.QueueUserActive(first, c.meta.Principal.UserID, &active)
+	}
+	if c.idem != nil {
+		queueClaim(first, c.meta.Principal, c.idemOrg, c.idem, s.now(), &claim)
+	}
+	if c.load != nil {
+		// Tenant reads are scoped by the gate; a command without one (on
+		// a user's own ledger) has no tenant scope to read in.
+		var sc projections.Scope
+		if gate != nil {
+			sc = gate
+		}
+		if err := c.load(first, sc); err != nil {
+			return nil, Outcome{}, err
+		}
+	}
+	open = true
+	if first.Len() > 0 {
+		if err := sendBatch(ctx, conn, "BEGIN", first, ""); err != nil {
+			return nil, Outcome{}, translate(err)
+		}
+	}
+
+	var access saasapi.Access
+	switch {
+	case gate != nil:
+		if access, err = gate.Access(); err != nil {
+			return nil, Outcome{}, err
+		}
+		if !locked.Found || head.LedgerType != saasapi.LedgerOrganisation {
+			return nil, Outcome{}, saasapi.Errorf(saasapi.ENOTFOUND, saasapi.MsgOrgNotFound)
+		}
+	case c.userGate && !active:
+		return nil, Outcome{}, saasapi.Errorf(saasapi.EUNAUTHENTICATED, saasapi.MsgInvalidToken)
+	case c.ledger != "" && c.newLedger == "" && !locked.Found:
+		return nil, Outcome{}, eventstore.ErrLedgerNotFound
+	}
+	if c.idem != nil {
+		replay, err := claim.outcome(c.idem)
+		if err != nil || replay != nil {
+			if replay != nil {
+				out = *replay
+			}
+			return nil, out, err
+		}
+	}
+
+	// The decision, then the second round trip: everything it writes.
+	evs, err := c.decide(access, head, second)
+	if err != nil {
+		return nil, Outcome{}, err
+	}
+	if recorded, err = eventstore.Append(second, &head, evs); err != nil {
+		return nil, Outcome{}, err
+	}
+	for _, e := range recorded {
+		if err := projections.Apply(second, e); err != nil {
+			return nil, Outcome{}, err
+		}
+	}
+	if c.result != nil {
+		if err := c.result(second, access); err != nil {
+			return nil, Outcome{}, err
+		}
+	}
+	if c.render != nil {
+		r, err := c.render(recorded)
+		if err != nil {
+			return nil, Outcome{}, err
+		}
+		out = Outcome{Status: r.Status, Body: r.Body}
+		if c.idem != nil {
+			stored := r.Stored
+			if stored == nil {
+				stored = r.Body
+			}
+			queueStore(second, c.meta.Principal, c.idemOrg, c.idem, r.Status, stored)
+		}
+	}
+	begin := ""
+	if first.Len() == 0 {
+		begin = "BEGIN"
+	}
+	if err := sendBatch(ctx, conn, begin, second, "COMMIT"); err != nil {
+		return nil, Outcome{}, translate(err)
+	}
+	if conn.Conn().PgConn().TxStatus() != 'I' {
+		return nil, Outcome{}, errors.New("commit: the transaction did not end")
+	}
+	if s.onCommit != nil && len(recorded) > 0 {
+		s.onCommit(recorded)
+	}
+	return recorded, out, nil
+}
+
+// sendBatch sends b in one round trip, preceded by before and followed by
+// after when they are not empty (BEGIN, COMMIT).
+func sendBatch(ctx context.Context, conn *pgxpool.Conn, before string, b *pgx.Batch, after string) error {
+	if before != "" || after != "" {
+		qs := b.QueuedQueries
+		b.QueuedQueries = nil
+		if before != "" {
+			b.Queue(before)
+		}
+		b.QueuedQueries = append(b.QueuedQueries, qs...)
+		if after != "" {
+			b.Queue(after)
+		}
+	}
+	return conn.SendBatch(ctx, b).Close()
+}

@@ -1,0 +1,606 @@
+// Command benchhttp measures the service against PostgreSQL itself on one
+// machine: it starts a private cluster with fsync on, seeds it through the
+// API, starts `saasapi serve`, and runs wrk against the service and pgbench
+// against the same cluster, interleaved in rounds, then prints the median
+// of each workload and the ratios of the service to pgbench
+// (docs/performance.md). `make bench-http` runs it.
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/saasapi/saasapi/internal/pgcluster"
+)
+
+type options struct {
+	bin      string
+	rounds   int
+	duration time.Duration
+	orgs     int
+	projects int
+	fill     int
+	logLevel string
+	keep     bool
+	profile  string
+}
+
+func main() {
+	var o options
+	flag.StringVar(&o.bin, "bin", "bin/saasapi", "the saasapi binary to serve")
+	flag.IntVar(&o.rounds, "rounds", 3, "rounds of every workload (the median is reported)")
+	flag.DurationVar(&o.duration, "d", 5*time.Second, "duration of each workload in a round")
+	flag.IntVar(&o.orgs, "orgs", 100, "organisations to seed")
+	flag.IntVar(&o.projects, "projects", 1000, "projects to seed in the first organisation")
+	flag.IntVar(&o.fill, "fill", 0, "after the rounds, append events to one ledger until it holds this many, "+
+		"then time page 1 of the audit and project lists")
+	flag.StringVar(&o.logLevel, "log-level", "warn", "SAAS_API_LOG_LEVEL of the served process")
+	flag.BoolVar(&o.keep, "keep", false, "print the database URL and keep the cluster running until Ctrl-C")
+	flag.StringVar(&o.profile, "cpuprofile", "", "write CPU profiles of the served process, one per service workload of "+
+		"the first round, to files named after this prefix (served through SAAS_API_PPROF_ADDR)")
+	flag.Parse()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, o); err != nil {
+		fmt.Fprintln(os.Stderr, "benchhttp:", err)
+		os.Exit(1)
+	}
+}
+
+func logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "# "+format+"\n", args...)
+}
+
+func run(ctx context.Context, o options) (err error) {
+	wrk, err := exec.LookPath("wrk")
+	if err != nil {
+		return errors.New("wrk is not installed (Debian: apt-get install wrk)")
+	}
+	pgbench, err := findPgbench()
+	if err != nil {
+		return err
+	}
+	bin, err := filepath.Abs(o.bin)
+	if err != nil {
+		return err
+	}
+	// fsync stays on (Fast is false): commits cost what they cost in
+	// production, for the service and for pgbench alike.
+	cluster, err := pgcluster.StartTemp(ctx, pgcluster.Options{Logf: logf})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+		defer cancel()
+		err = errors.Join(err, cluster.Stop(stopCtx))
+	}()
+	dbURL := cluster.URL(pgcluster.AppDatabase)
+	env := append(os.Environ(), "SAAS_API_DATABASE_URL="+dbURL,
+		"SAAS_API_JWT_SECRET=benchmark-secret-that-is-long-enough-for-hs256",
+		"SAAS_API_LOG_LEVEL="+o.logLevel, "SAAS_API_ENVIRONMENT=benchmark")
+	if out, err := command(ctx, env, bin, "migrate").CombinedOutput(); err != nil {
+		return fmt.Errorf("migrate: %w: %s", err, out)
+	}
+	addr, err := freeAddr()
+	if err != nil {
+		return err
+	}
+	serveEnv := append(env, "SAAS_API_HTTP_ADDR="+addr)
+	pprofAddr := ""
+	if o.profile != "" {
+		if pprofAddr, err = freeAddr(); err != nil {
+			return err
+		}
+		serveEnv = append(serveEnv, "SAAS_API_PPROF_ADDR="+pprofAddr)
+	}
+	srv, err := startServer(ctx, bin, serveEnv, cluster.Dir())
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, srv.stop()) }()
+	base := "http://" + addr
+
+	logf("seeding: 1 owner, %d organisations, %d projects in the first", o.orgs, o.projects)
+	seed, err := seedAPI(ctx, base, o.orgs, o.projects)
+	if err != nil {
+		return fmt.Errorf("seed: %w", err)
+	}
+	pgURL, err := pgbenchDB(ctx, cluster)
+	if err != nil {
+		return err
+	}
+	logf("pgbench -i -s 10")
+	if out, err := command(ctx, nil, pgbench, "-i", "-q", "-s", "10", pgURL).CombinedOutput(); err != nil {
+		return fmt.Errorf("pgbench -i: %w: %s", err, out)
+	}
+	dir, err := os.MkdirTemp("", "benchhttp")
+	if err != nil {
+		return err
+	}
+	defer func() { _ = os.RemoveAll(dir) }()
+	scripts, err := writeScripts(dir, seed)
+	if err != nil {
+		return err
+	}
+	secs := strconv.Itoa(int(o.duration.Seconds()))
+	tok := "Authorization: Bearer " + seed.token
+	workloads := []workload{
+		{name: "GET project c8", cmd: []string{wrk, "-t2", "-c8", "-d" + secs, "-H", tok, "-s", scripts.get, base}},
+		{name: "GET project c32", cmd: []string{wrk, "-t2", "-c32", "-d" + secs, "-H", tok, "-s", scripts.get, base}},
+		{name: "POST project c8", cmd: []string{wrk, "-t2", "-c8", "-d" + secs, "-H", tok, "-s", scripts.postMany, base}},
+		{name: "POST project c32", cmd: []string{wrk, "-t2", "-c32", "-d" + secs, "-H", tok, "-s", scripts.postMany, base}},
+		{name: "POST one org c16", cmd: []string{wrk, "-t2", "-c16", "-d" + secs, "-H", tok, "-s", scripts.postOne, base}},
+		{name: "pgbench -S c32", cmd: []string{pgbench, "-n", "-S", "-M", "prepared", "-c32", "-j2", "-T" + secs, pgURL}, pg: true},
+		{name: "pgbench -N c32", cmd: []string{pgbench, "-n", "-N", "-M", "prepared", "-c32", "-j2", "-T" + secs, pgURL}, pg: true},
+	}
+	results := make(map[string][]result)
+	for round := 1; round <= o.rounds; round++ {
+		for _, w := range workloads {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			var profiled chan error
+			if pprofAddr != "" && round == 1 && !w.pg {
+				profiled = make(chan error, 1)
+				name := o.profile + strings.NewReplacer(" ", "-", "/", "-").Replace(w.name) + ".pprof"
+				go func() { profiled <- cpuProfile(ctx, pprofAddr, o.duration-time.Second, name) }()
+			}
+			res, err := w.run(ctx)
+			if profiled != nil {
+				err = errors.Join(err, <-profiled)
+			}
+			if err != nil {
+				return fmt.Errorf("round %d, %s: %w", round, w.name, err)
+			}
+			logf("round %d  %-18s %9.0f/s  p50 %6.2f ms  p99 %6.2f ms", round, w.name, res.rate, res.p50, res.p99)
+			results[w.name] = append(results[w.name], res)
+		}
+	}
+	report(os.Stdout, workloads, results, o.rounds)
+	if o.fill > 0 {
+		if err := fillAndTime(ctx, base, seed, o.fill); err != nil {
+			return err
+		}
+	}
+	logf("verifying the hash chains and the read tables")
+	for _, args := range [][]string{{"audit", "verify"}, {"projections", "verify"}} {
+		out, err := command(ctx, env, bin, args...).CombinedOutput()
+		fmt.Fprintf(os.Stdout, "\n$ saasapi %s\n%s", strings.Join(args, " "), lastLines(string(out), 3))
+		if err != nil {
+			return fmt.Errorf("saasapi %s: %w", strings.Join(args, " "), err)
+		}
+	}
+	if o.keep {
+		fmt.Fprintf(os.Stdout, "\ncluster kept running: %s (Ctrl-C to stop)\n", dbURL)
+		<-ctx.Done()
+	}
+	return nil
+}
+
+func command(ctx context.Context, env []string, name string, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Env = env
+	return cmd
+}
+
+func findPgbench() (string, error) {
+	for _, p := range []string{"/usr/lib/postgresql/15/bin/pgbench", "/usr/bin/pgbench"} {
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+	}
+	if p, err := exec.LookPath("pgbench"); err == nil {
+		return p, nil
+	}
+	return "", errors.New("pgbench is not installed (Debian: postgresql-contrib or postgresql-15)")
+}
+
+// pgbenchDB creates the database pgbench runs in, next to the service's.
+func pgbenchDB(ctx context.Context, c *pgcluster.Cluster) (string, error) {
+	conn, err := pgx.Connect(ctx, c.URL("postgres"))
+	if err != nil {
+		return "", err
+	}
+	defer func() { _ = conn.Close(context.WithoutCancel(ctx)) }()
+	if _, err := conn.Exec(ctx, "CREATE DATABASE pgbench"); err != nil {
+		return "", fmt.Errorf("create database pgbench: %w", err)
+	}
+	return c.URL("pgbench"), nil
+}
+
+func freeAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer func() { _ = ln.Close() }()
+	return ln.Addr().String(), nil
+}
+
+// server is the `saasapi serve` process this program started.
+type server struct {
+	cmd  *exec.Cmd
+	done chan error
+}
+
+func startServer(ctx context.Context, bin string, env []string, dir string) (*server, error) {
+	logFile, err := os.Create(filepath.Join(dir, "saasapi.log"))
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(bin, "serve")
+	cmd.Env = env
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	s := &server{cmd: cmd, done: make(chan error, 1)}
+	go func() { s.done <- cmd.Wait(); _ = logFile.Close() }()
+	var addr string
+	for _, e := range env {
+		if v, ok := strings.CutPrefix(e, "SAAS_API_HTTP_ADDR="); ok {
+			addr = v
+		}
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		res, err := http.Get("http://" + addr + "/readyz")
+		if err == nil {
+			_ = res.Body.Close()
+			if res.StatusCode == http.StatusOK {
+				return s, nil
+			}
+		}
+		select {
+		case err := <-s.done:
+			return nil, fmt.Errorf("saasapi serve exited: %w (log in %s)", err, logFile.Name())
+		case <-ctx.Done():
+			return nil, errors.Join(ctx.Err(), s.stop())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return nil, errors.Join(errors.New("saasapi serve did not become ready"), s.stop())
+}
+
+// stop ends the server this program started, by its PID.
+func (s *server) stop() error {
+	_ = s.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-s.done:
+		var exit *exec.ExitError
+		if errors.As(err, &exit) {
+			return fmt.Errorf("saasapi serve: %w", err)
+		}
+		return nil
+	case <-time.After(20 * time.Second):
+		_ = s.cmd.Process.Kill()
+		err := <-s.done
+		return errors.Join(errors.New("saasapi serve did not stop on SIGTERM"), err)
+	}
+}
+
+// seeded is what the workloads need from the seed.
+type seeded struct {
+	token    string
+	orgs     []string
+	projects []string // of orgs[0]
+}
+
+type client struct {
+	base  string
+	token string
+	http  *http.Client
+}
+
+func (c *client) call(ctx context.Context, method, path string, body, out any) error {
+	var rd io.Reader
+	if body != nil {
+		raw, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(raw)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	res, err := c.http.Do(req)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = res.Body.Close() }()
+	raw, err := io.ReadAll(res.Body)
+	if err != nil {
+		return err
+	}
+	if res.StatusCode >= 300 {
+		return fmt.Errorf("%s %s: %d %s", method, path, res.StatusCode, raw)
+	}
+	if out != nil {
+		return json.Unmarshal(raw, out)
+	}
+	return nil
+}
+
+// parallel runs fn(i) for i in [0, n) on workers goroutines.
+func parallel(n, workers int, fn func(i int) error) error {
+	var (
+		mu   sync.Mutex
+		errs []error
+		wg   sync.WaitGroup
+		next = make(chan int)
+	)
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				if err := fn(i); err != nil {
+					mu.Lock()
+					errs = append(errs, err)
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	for i := range n {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+func seedAPI(ctx context.Context, base string, orgs, projects int) (seeded, error) {
+	c := &client{base: base, http: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16}}}
+	creds := map[string]string{"email": "owner@bench.example", "password": "benchmark password 1"}
+	if err := c.call(ctx, "POST", "/auth/register", map[string]string{"email": creds["email"],
+		"password": creds["password"], "display_name": "Owner"}, nil); err != nil {
+		return seeded{}, err
+	}
+	var login struct {
+		AccessToken string `json:"access_token"`
+	}
+	if err := c.call(ctx, "POST", "/auth/login", creds, &login); err != nil {
+		return seeded{}, err
+	}
+	c.token = login.AccessToken
+	s := seeded{token: login.AccessToken, orgs: make([]string, orgs), projects: make([]string, projects)}
+	err := parallel(orgs, 8, func(i int) error {
+		var org struct {
+			ID string `json:"id"`
+		}
+		err := c.call(ctx, "POST", "/orgs", map[string]string{"name": fmt.Sprintf("Bench organisation %d", i)}, &org)
+		s.orgs[i] = org.ID
+		return err
+	})
+	if err != nil {
+		return seeded{}, err
+	}
+	err = parallel(projects, 8, func(i int) error {
+		var p struct {
+			ID string `json:"id"`
+		}
+		err := c.call(ctx, "POST", "/orgs/"+s.orgs[0]+"/projects",
+			map[string]string{"name": fmt.Sprintf("Seeded project %d", i)}, &p)
+		s.projects[i] = p.ID
+		return err
+	})
+	return s, err
+}
+
+// wrk's Lua: requests pick a path at random from a table; done prints
+// the figures this program parses.
+const luaDone = `
+done = function(summary, latency, requests)
+  local bad = summary.errors.status + summary.errors.connect + summary.errors.read +
+    summary.errors.write + summary.errors.timeout
+  io.write(string.format("RESULT %d %d %d %d %d\n", summary.requests, summary.duration,
+    latency:percentile(50), latency:percentile(99), bad))
+end
+`
+
+type scriptPaths struct{ get, postMany, postOne string }
+
+func luaPaths(paths []string) string {
+	var b strings.Builder
+	b.WriteString("local paths = {")
+	for i, p := range paths {
+		if i > 0 {
+			b.WriteString(",")
+		}
+		b.WriteString(strconv.Quote(p))
+	}
+	b.WriteString("}\nmath.randomseed(os.time())\n")
+	return b.String()
+}
+
+func writeScripts(dir string, s seeded) (scriptPaths, error) {
+	var gets, posts []string
+	for _, p := range s.projects {
+		gets = append(gets, "/orgs/"+s.orgs[0]+"/projects/"+p)
+	}
+	for _, o := range s.orgs {
+		posts = append(posts, "/orgs/"+o+"/projects")
+	}
+	get := luaPaths(gets) + `
+request = function()
+  return wrk.format("GET", paths[math.random(#paths)])
+end
+` + luaDone
+	// wrk.format uses wrk.headers (which hold -H) only when given none.
+	post := `
+wrk.headers["Content-Type"] = "application/json"
+local n = 0
+request = function()
+  n = n + 1
+  return wrk.format("POST", paths[math.random(#paths)], nil, '{"name":"Benchmark project ' .. n .. '"}')
+end
+` + luaDone
+	files := map[string]string{
+		"get.lua":       get,
+		"post-many.lua": luaPaths(posts) + post,
+		"post-one.lua":  luaPaths(posts[:1]) + post,
+	}
+	for name, text := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); err != nil {
+			return scriptPaths{}, err
+		}
+	}
+	return scriptPaths{get: filepath.Join(dir, "get.lua"), postMany: filepath.Join(dir, "post-many.lua"),
+		postOne: filepath.Join(dir, "post-one.lua")}, nil
+}
+
+type workload struct {
+	name string
+	cmd  []string
+	pg   bool
+}
+
+// result is one run of a workload: the rate per second and latencies in
+// milliseconds.
+type result struct{ rate, p50, p99 float64 }
+
+var (
+	wrkResult    = regexp.MustCompile(`RESULT (\d+) (\d+) (\d+) (\d+) (\d+)`)
+	pgbenchTPS   = regexp.MustCompile(`tps = ([0-9.]+) \(without initial connection time\)`)
+	pgbenchAvg   = regexp.MustCompile(`latency average = ([0-9.]+) ms`)
+	pgbenchFails = regexp.MustCompile(`number of failed transactions: ([1-9][0-9]*)`)
+)
+
+func (w workload) run(ctx context.Context) (result, error) {
+	out, err := command(ctx, nil, w.cmd[0], w.cmd[1:]...).CombinedOutput()
+	if err != nil {
+		return result{}, fmt.Errorf("%w: %s", err, out)
+	}
+	text := string(out)
+	if w.pg {
+		m := pgbenchTPS.FindStringSubmatch(text)
+		if m == nil || pgbenchFails.MatchString(text) {
+			return result{}, fmt.Errorf("unexpected pgbench output: %s", text)
+		}
+		tps, _ := strconv.ParseFloat(m[1], 64)
+		res := result{rate: tps}
+		if a := pgbenchAvg.FindStringSubmatch(text); a != nil {
+			// pgbench reports the mean only; it stands in for p50.
+			res.p50, _ = strconv.ParseFloat(a[1], 64)
+		}
+		return res, nil
+	}
+	m := wrkResult.FindStringSubmatch(text)
+	if m == nil {
+		return result{}, fmt.Errorf("unexpected wrk output: %s", text)
+	}
+	n := make([]float64, 5)
+	for i := range n {
+		n[i], _ = strconv.ParseFloat(m[i+1], 64)
+	}
+	if n[4] > 0 {
+		return result{}, fmt.Errorf("%.0f failed requests of %.0f: %s", n[4], n[0], text)
+	}
+	return result{rate: n[0] / (n[1] / 1e6), p50: n[2] / 1000, p99: n[3] / 1000}, nil
+}
+
+func median(rs []result, f func(result) float64) float64 {
+	v := make([]float64, len(rs))
+	for i, r := range rs {
+		v[i] = f(r)
+	}
+	slices.Sort(v)
+	if len(v)%2 == 1 {
+		return v[len(v)/2]
+	}
+	return (v[len(v)/2-1] + v[len(v)/2]) / 2
+}
+
+func report(w io.Writer, workloads []workload, results map[string][]result, rounds int) {
+	med := func(name string) result {
+		rs := results[name]
+		return result{rate: median(rs, func(r result) float64 { return r.rate }),
+			p50: median(rs, func(r result) float64 { return r.p50 }),
+			p99: median(rs, func(r result) float64 { return r.p99 })}
+	}
+	fmt.Fprintf(w, "\nmedian of %d rounds\n\n| workload | rate/s | p50 ms | p99 ms |\n|---|---:|---:|---:|\n", rounds)
+	for _, wl := range workloads {
+		r := med(wl.name)
+		p50, p99 := fmt.Sprintf("%.2f", r.p50), fmt.Sprintf("%.2f", r.p99)
+		if wl.pg {
+			p50, p99 = p50+" (mean)", "-"
+		}
+		fmt.Fprintf(w, "| %s | %.0f | %s | %s |\n", wl.name, r.rate, p50, p99)
+	}
+	// A ratio is taken within each round, where the service and pgbench
+	// shared the same background load, and the median of those is shown.
+	ratio := func(service, pg string) float64 {
+		rs := make([]result, rounds)
+		for i := range rounds {
+			rs[i].rate = results[service][i].rate / results[pg][i].rate
+		}
+		return median(rs, func(r result) float64 { return r.rate })
+	}
+	fmt.Fprintf(w, "\n| ratio (median of the rounds' ratios) | value | target |\n|---|---:|---:|\n")
+	fmt.Fprintf(w, "| GET project c32 / pgbench -S | %.3f | 0.25 |\n", ratio("GET project c32", "pgbench -S c32"))
+	fmt.Fprintf(w, "| POST project c32 / pgbench -N | %.3f | 0.40 |\n", ratio("POST project c32", "pgbench -N c32"))
+	fmt.Fprintf(w, "| POST one org c16 / pgbench -N | %.3f | 0.30 |\n", ratio("POST one org c16", "pgbench -N c32"))
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n") + "\n"
+}
+
+// cpuProfile fetches a CPU profile of the served process covering d and
+// writes it to path (go tool pprof reads it).
+func cpuProfile(ctx context.Context, addr string, d time.Duration, path string) error {
+	req, err := http.NewRequestWithContext(ctx, "GET",
+		fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, max(1, int(d.Seconds()))), nil)
+	if err != nil {
+		return err
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = res.Body.Close() }()
+	if res.StatusCode != http.StatusOK {
+		return fmt.Errorf("cpu profile: %s", res.Status)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, res.Body); err != nil {
+		_ = f.Close()
+		return err
+	}
+	logf("cpu profile written to %s", path)
+	return f.Close()
+}
