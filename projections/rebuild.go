@@ -103,6 +103,9 @@ func Rebuild(ctx context.Context, pool *pgxpool.Pool, next EventReader, logf fun
 	if !got {
 		return 0, errors.New("rebuild: another rebuild is running")
 	}
+	// Closing the connection releases the lock too, but only once its
+	// backend has gone, which a rebuild right after could beat.
+	defer func() { _, _ = conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, rebuildLock) }()
 	tables, err := prepareShadow(ctx, conn)
 	if err != nil {
 		return 0, fmt.Errorf("rebuild: %w", err)
