@@ -50,6 +50,8 @@ type Config struct {
 	PasswordMinLength int           // PASSWORD_MIN_LENGTH, in characters
 	HTTPAddr          string        // HTTP_ADDR, the listen address
 	DevDir            string        // DEV_DIR, where dev keeps its PostgreSQL cluster
+	LedgerOrigin      string        // LEDGER_ORIGIN, the checkpoints' origin prefix; empty: derived from AppName
+	LedgerSigningKey  string        // LEDGER_SIGNING_KEY, the note signer key of the checkpoints (ledgerkey.go)
 	PprofAddr         string        // PPROF_ADDR, a loopback address for net/http/pprof; empty (default) for none
 
 	// Abuse limits, per replica (apihttp.Throttle).
@@ -74,16 +76,18 @@ func loadConfig(getenv func(string) string, defaultAddr string) (Config, error) 
 		return def
 	}
 	c := Config{
-		AppName:     get("APP_NAME", "multi-tenant-saas-api"),
-		AppVersion:  get("APP_VERSION", "0.1.0"),
-		Environment: get("ENVIRONMENT", "local"),
-		LogLevel:    get("LOG_LEVEL", "INFO"),
-		DatabaseURL: rewriteAsyncpgURL(get("DATABASE_URL", "")),
-		JWTSecret:   get("JWT_SECRET", placeholderJWTSecret),
-		JWTIssuer:   get("JWT_ISSUER", "multi-tenant-saas-api-local"),
-		HTTPAddr:    get("HTTP_ADDR", defaultAddr),
-		DevDir:      get("DEV_DIR", ".data"),
-		PprofAddr:   get("PPROF_ADDR", ""),
+		AppName:          get("APP_NAME", "multi-tenant-saas-api"),
+		AppVersion:       get("APP_VERSION", "0.1.0"),
+		Environment:      get("ENVIRONMENT", "local"),
+		LogLevel:         get("LOG_LEVEL", "INFO"),
+		DatabaseURL:      rewriteAsyncpgURL(get("DATABASE_URL", "")),
+		JWTSecret:        get("JWT_SECRET", placeholderJWTSecret),
+		JWTIssuer:        get("JWT_ISSUER", "multi-tenant-saas-api-local"),
+		HTTPAddr:         get("HTTP_ADDR", defaultAddr),
+		DevDir:           get("DEV_DIR", ".data"),
+		LedgerOrigin:     get("LEDGER_ORIGIN", ""),
+		LedgerSigningKey: get("LEDGER_SIGNING_KEY", ""),
+		PprofAddr:        get("PPROF_ADDR", ""),
 	}
 
 	var errs []error
@@ -122,6 +126,8 @@ func loadConfig(getenv func(string) string, defaultAddr string) (Config, error) 
 		errs = append(errs, fmt.Errorf("%sHTTP_ADDR: %q is not a host:port listen address: %w", envPrefix, c.HTTPAddr, err))
 	}
 	errs = append(errs, checkPprofAddr(c.PprofAddr))
+
+	errs = append(errs, c.checkLedgerConfig())
 
 	if err := errors.Join(errs...); err != nil {
 		return Config{}, err

@@ -13,6 +13,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/saasapi/saasapi"
 	"github.com/saasapi/saasapi/auth"
 	"github.com/saasapi/saasapi/commands"
 	apihttp "github.com/saasapi/saasapi/http"
@@ -100,6 +101,12 @@ func runDev(ctx context.Context, env environment, stdout, _ io.Writer) (err erro
 		attrs = append(attrs, slog.String("relocated_from", from))
 	}
 	logger.Info("local PostgreSQL running in "+cluster.Dir(), attrs...)
+	if cfg.LedgerSigningKey == "" {
+		if cfg.LedgerSigningKey, err = devSigningKey(cluster.Dir(), cfg.ledgerOrigin()); err != nil {
+			return err
+		}
+		logger.Info("ledger checkpoints signed with the dev key", slog.String("file", filepath.Join(cluster.Dir(), devKeyFile)))
+	}
 	version, err := migrate(ctx, url)
 	if err != nil {
 		return err
@@ -188,6 +195,14 @@ func serve(ctx context.Context, cfg Config, databaseURL string, logger *slog.Log
 	if err := cfg.checkSecret(); err != nil {
 		return err
 	}
+	ledger, err := cfg.ledgerSigner(logger)
+	if err != nil {
+		return err
+	}
+	ledger.OnOtherKey = func(id saasapi.ID) {
+		logger.Warn("the last checkpoint signed for a ledger carries no signature of the current key (a key rotation, "+
+			"or a row written by someone else); it cannot be checked, and a new one is signed", slog.String("ledger_id", string(id)))
+	}
 	proxies, err := parseProxies(cfg.TrustedProxies)
 	if err != nil {
 		return err
@@ -222,6 +237,7 @@ func serve(ctx context.Context, cfg Config, databaseURL string, logger *slog.Log
 		Metrics:     metrics,
 		Logger:      logger,
 		DocsEnabled: cfg.DocsEnabled,
+		Ledger:      ledger,
 		Ready:       readiness(pool),
 		Throttle: &apihttp.Throttle{
 			LoginAccountFailures: cfg.LoginAccountRate,
