@@ -95,8 +95,14 @@ func run(ctx context.Context, o options) (err error) {
 		err = errors.Join(err, cluster.Stop(stopCtx))
 	}()
 	dbURL := cluster.URL(pgcluster.AppDatabase)
+	// Outside local and test the service wants a checkpoint signing key.
+	key, err := exec.CommandContext(ctx, bin, "audit", "keygen").Output()
+	if err != nil {
+		return fmt.Errorf("audit keygen: %w", err)
+	}
 	env := append(os.Environ(), "SAAS_API_DATABASE_URL="+dbURL,
 		"SAAS_API_JWT_SECRET=benchmark-secret-that-is-long-enough-for-hs256",
+		"SAAS_API_LEDGER_SIGNING_KEY="+strings.TrimSpace(string(key)),
 		"SAAS_API_LOG_LEVEL="+o.logLevel, "SAAS_API_ENVIRONMENT=benchmark")
 	if out, err := command(ctx, env, bin, "migrate").CombinedOutput(); err != nil {
 		return fmt.Errorf("migrate: %w: %s", err, out)
