@@ -32,6 +32,16 @@ func init() {
 			UNION ALL
 			SELECT ledger_id, 'actor_api_key_id', actor_api_key_id, count(*) FROM events
 				WHERE ledger_type = 'organisation' AND actor_api_key_id IS NOT NULL GROUP BY 1, 3`,
+		recomputeOrg: `INSERT INTO audit_counts (ledger_id, filter, value, events)
+			SELECT ledger_id, 'action', event_type, count(*) FROM events WHERE ledger_id = $1 GROUP BY 1, 3
+			UNION ALL
+			SELECT ledger_id, 'target_type', stream_type, count(*) FROM events WHERE ledger_id = $1 GROUP BY 1, 3
+			UNION ALL
+			SELECT ledger_id, 'actor_user_id', actor_user_id, count(*) FROM events
+				WHERE ledger_id = $1 AND actor_user_id IS NOT NULL GROUP BY 1, 3
+			UNION ALL
+			SELECT ledger_id, 'actor_api_key_id', actor_api_key_id, count(*) FROM events
+				WHERE ledger_id = $1 AND actor_api_key_id IS NOT NULL GROUP BY 1, 3`,
 		every: func(b *pgx.Batch, e saasapi.Event, _ any) {
 			if e.LedgerType != saasapi.LedgerOrganisation {
 				return

@@ -47,6 +47,9 @@ type aggregate struct {
 	// unqualified names so that it also works on a verification's shadow
 	// copies.
 	recompute string
+	// recomputeOrg does the same for the rows of one organisation ($1),
+	// whose rows a per-organisation rebuild has emptied.
+	recomputeOrg string
 	// handlers queue the incremental update of an event type; they run
 	// before the row handler, so they can still read the old row.
 	handlers map[string]handler
@@ -99,6 +102,37 @@ func recomputeAggregates(ctx context.Context, tx pgx.Tx) error {
 	}
 	return nil
 }
+
+// recomputeOrgAggregates refills the rows of one organisation in every
+// aggregate table after a replay of its ledger.
+func recomputeOrgAggregates(ctx context.Context, tx pgx.Tx, org saasapi.ID) error {
+	for _, agg := range aggregates {
+		if _, err := tx.Exec(ctx, `DELETE FROM `+agg.table+` WHERE `+orgColumns[agg.table]+` = $1`, org); err != nil {
+			return fmt.Errorf("empty %s of %s: %w", agg.table, org, err)
+		}
+		if _, err := tx.Exec(ctx, agg.recomputeOrg, org); err != nil {
+			return fmt.Errorf("recompute %s of %s: %w", agg.table, org, err)
+		}
+	}
+	return nil
+}
+
+// orgColumns names, for each read table that holds an organisation's rows,
+// the column holding its ID: what a rebuild of one organisation empties
+// and refills. Every other table in Tables holds rows of no organisation
+// (users, written by user ledgers) and is left alone by it.
+var orgColumns = map[string]string{
+	"audit_counts":   "ledger_id",
+	"api_keys":       "organisation_id",
+	"project_counts": "organisation_id",
+	"projects":       "organisation_id",
+	"memberships":    "organisation_id",
+	"organisations":  "id",
+}
+
+// GlobalTables are the read tables written by no organisation ledger: a
+// rebuild of one organisation leaves them alone.
+var GlobalTables = []string{"users"}
 
 // Tables lists the projected read tables in the order a rebuild empties
 // them. Secrets (user_credentials) and operational data are not projected

@@ -61,6 +61,9 @@ func init() {
 		table: "project_counts",
 		recompute: `INSERT INTO project_counts (organisation_id, status, live)
 			SELECT organisation_id, status, count(*) FROM projects WHERE deleted_at IS NULL GROUP BY 1, 2`,
+		recomputeOrg: `INSERT INTO project_counts (organisation_id, status, live)
+			SELECT organisation_id, status, count(*) FROM projects
+			WHERE organisation_id = $1 AND deleted_at IS NULL GROUP BY 1, 2`,
 		handlers: map[string]handler{
 			saasapi.EventProjectCreated: func(b *pgx.Batch, e saasapi.Event, p any) {
 				b.Queue(countUp, e.LedgerID, p.(*saasapi.ProjectCreated).Status)

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/saasapi/saasapi"
 )
@@ -24,66 +25,435 @@ type EventReader func(ctx context.Context, tx pgx.Tx, after int64, limit int) ([
 // megabytes in memory.
 const replayBatch = 5000
 
-// progressEvery is how often (in events) a rebuild reports progress.
-const progressEvery = 100_000
+// Progress is told, after every batch of a replay, how many events are
+// done out of how many the replay's snapshot holds.
+type Progress func(done, total int64)
 
-// Rebuild empties the read tables (Tables) and replays every event into
-// them, by position, through Apply: the same code that commands run inline.
-// It runs in one transaction, so readers see the old tables until the new
-// ones commit, and a failure leaves the old ones as they were.
+// The schemas of a rebuild: it builds the new read tables in shadowSchema
+// and moves the replaced ones to retiredSchema before dropping them.
+const (
+	shadowSchema  = "projections_rebuild"
+	retiredSchema = "projections_retired"
+)
+
+// rebuildLock is the advisory lock that keeps two rebuilds apart.
+const rebuildLock = 7_301_013
+
+// catchUpRounds bounds the rounds of catching up outside the ledger lock;
+// catchUpEnough is a remainder small enough to replay under it.
+const (
+	catchUpRounds = 5
+	catchUpEnough = 2 * replayBatch
+)
+
+// swapTimeout bounds the wait for the read tables' locks in the final
+// step, and swapTries how often it is tried: see Rebuild.
+const (
+	swapTimeout = "200ms"
+	swapTries   = 10
+)
+
+// Rebuild replaces the read tables (Tables) with a replay of every event,
+// by position, through the same handlers that commands run inline, while
+// the service goes on reading and writing the live tables.
 //
-// Writers must wait rather than interleave: an event committed during the
-// replay but after the reader passed its position would be lost. So Rebuild
-// first takes LOCK TABLE ledgers IN EXCLUSIVE MODE. Every writer of events
-// locks its ledger's row (SELECT ... FOR UPDATE, which takes ROW SHARE on
-// the table) or inserts a new ledger (ROW EXCLUSIVE); EXCLUSIVE conflicts
-// with both, so writers queue until the rebuild commits, while plain reads
-// of ledgers (ACCESS SHARE, the audit head) go on. Writers already inside
-// their transaction finish first: the lock waits for them.
+// On a connection of its own, whose search_path puts shadowSchema first so
+// that the handlers' unqualified names reach the new tables, it creates
+// empty copies of the read tables there with their primary keys only
+// (which the handlers' updates look rows up by), and replays into them in
+// keyset batches from one snapshot. The other indexes are built once the
+// bulk is in, rather than maintained row by row, and the aggregates are
+// recomputed from the result.
 //
-// The tables are emptied with DELETE, not TRUNCATE: TRUNCATE would take
-// ACCESS EXCLUSIVE and block every API read for the whole rebuild, and the
-// application role may not TRUNCATE. The deleted row versions are left to
-// autovacuum. logf, if not nil, receives progress and the throughput.
+// The snapshot is taken while a second connection briefly holds LOCK TABLE
+// ledgers IN EXCLUSIVE MODE, which waits for the writers in flight and
+// holds new ones back (every writer of events locks its ledger's row or
+// inserts a ledger first): so the snapshot holds every event up to its
+// highest position and no later commit can add one below it. The lock is
+// released as soon as the snapshot exists. Catching up repeats this for
+// the events written meanwhile, applied with their aggregates as commands
+// apply them, until what is left is small.
 //
-// A read model that updates the same row once per event (a counter) is
-// slow to rebuild: PostgreSQL cannot prune the row versions that one
-// transaction leaves behind before it commits, so each update of the row
-// walks every earlier one, and the replay grows quadratically.
-func Rebuild(ctx context.Context, pool *pgxpool.Pool, next EventReader, logf func(string, ...any)) (events int64, err error) {
+// The final step, in one transaction, takes the ledgers lock for good,
+// replays the last few events, takes the live read tables' locks (waiting
+// at most swapTimeout, so that a reader holding one of them never waits
+// behind the swap for long; on timeout the step is rolled back and tried
+// again) and moves the live tables out and the new ones in. Readers see
+// the old tables or the new ones, never a mix, and writers wait only for
+// this step. Until it commits the live tables are untouched, so a failure
+// anywhere leaves them as they were. The replaced tables are dropped after
+// the commit; a rebuild that failed leaves its copies in shadowSchema,
+// and the next one starts by dropping them.
+//
+// progress, if given, is told after every batch how far the replay is.
+func Rebuild(ctx context.Context, pool *pgxpool.Pool, next EventReader, logf func(string, ...any), progress ...Progress) (events int64, err error) {
 	if logf == nil {
 		logf = func(string, ...any) {}
 	}
 	start := time.Now()
-	tx, err := pool.Begin(ctx)
+	conn, err := pgx.ConnectConfig(ctx, pool.Config().ConnConfig.Copy())
 	if err != nil {
-		return 0, fmt.Errorf("rebuild: begin: %w", err)
+		return 0, fmt.Errorf("rebuild: connect: %w", err)
 	}
-	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
-	if _, err := tx.Exec(ctx, `LOCK TABLE ledgers IN EXCLUSIVE MODE`); err != nil {
-		return 0, fmt.Errorf("rebuild: lock ledgers: %w", err)
+	defer func() { _ = conn.Close(context.WithoutCancel(ctx)) }()
+	var got bool
+	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, rebuildLock).Scan(&got); err != nil {
+		return 0, fmt.Errorf("rebuild: %w", err)
 	}
-	locked := time.Now()
-	for _, table := range Tables {
-		if _, err := tx.Exec(ctx, `DELETE FROM `+pgx.Identifier{table}.Sanitize()); err != nil {
-			return 0, fmt.Errorf("rebuild: empty %s: %w", table, err)
-		}
+	if !got {
+		return 0, errors.New("rebuild: another rebuild is running")
 	}
+	// Closing the connection releases the lock too, but only once its
+	// backend has gone, which a rebuild right after could beat.
+	defer func() { _, _ = conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, rebuildLock) }()
+	tables, err := prepareShadow(ctx, conn)
+	if err != nil {
+		return 0, fmt.Errorf("rebuild: %w", err)
+	}
+
+	// The bulk: one snapshot, no aggregates, secondary indexes afterwards.
 	replayStart := time.Now()
-	events, err = replay(ctx, tx, next, func(n int64) {
-		logf("rebuild: %d events replayed (%.0f events/s)", n, rate(n, time.Since(replayStart)))
+	var after int64
+	err = snapshotRound(ctx, pool, conn, func(tx pgx.Tx, upTo int64) error {
+		n, err := replay(ctx, tx, next, 0, false, progress)
+		if err != nil {
+			return err
+		}
+		events, after = n, upTo
+		for _, t := range tables {
+			if err := t.buildIndexes(ctx, tx); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 	if err != nil {
 		return 0, fmt.Errorf("rebuild: %w", err)
 	}
-	replayed := time.Since(replayStart)
-	if err := tx.Commit(ctx); err != nil {
-		return 0, fmt.Errorf("rebuild: commit: %w", err)
+	logf("rebuild: replayed %d events into new read tables in %s (%.0f events/s); writers went on",
+		events, time.Since(replayStart).Round(time.Millisecond), rate(events, time.Since(replayStart)))
+
+	// Catching up with what was written meanwhile.
+	for round := 0; round < catchUpRounds; round++ {
+		var n int64
+		err = snapshotRound(ctx, pool, conn, func(tx pgx.Tx, upTo int64) error {
+			var err error
+			n, err = replay(ctx, tx, next, after, true, nil)
+			after = max(after, upTo)
+			return err
+		})
+		if err != nil {
+			return 0, fmt.Errorf("rebuild: catch up: %w", err)
+		}
+		events += n
+		if n < catchUpEnough {
+			break
+		}
 	}
-	logf("rebuild: replayed %d events into %s in %s (%.0f events/s); writers waited %s",
-		events, strings.Join(Tables, ", "), replayed.Round(time.Millisecond), rate(events, replayed),
-		time.Since(locked).Round(time.Millisecond))
-	logf("rebuild: total %s including the wait for the ledger lock", time.Since(start).Round(time.Millisecond))
+
+	// The final step under the ledgers lock.
+	var last int64
+	var waited time.Duration
+	for try := 1; ; try++ {
+		locked := time.Now()
+		last, err = swap(ctx, conn, next, after, tables)
+		waited = time.Since(locked)
+		if err == nil || !isLockTimeout(err) || try == swapTries {
+			break
+		}
+	}
+	if err != nil {
+		return 0, fmt.Errorf("rebuild: swap in the new read tables: %w", err)
+	}
+	events += last
+	if _, err := conn.Exec(ctx, `DROP SCHEMA IF EXISTS `+retiredSchema+` CASCADE`); err != nil {
+		logf("rebuild: the replaced read tables are left in schema %s: %v", retiredSchema, err)
+	}
+	logf("rebuild: replayed %d events into %s; writers waited %s for the final step",
+		events, strings.Join(Tables, ", "), waited.Round(time.Millisecond))
+	logf("rebuild: total %s", time.Since(start).Round(time.Millisecond))
+	return events, nil
+}
+
+// shadowTable is a read table and its new copy in shadowSchema.
+type shadowTable struct {
+	name string
+	// live is the live table's schema-qualified name, liveSchema its schema.
+	live, liveSchema string
+	// later are the statements that build the indexes other than the
+	// primary key on the copy.
+	later []string
+}
+
+// prepareShadow drops what a failed rebuild left, creates the copies of
+// the read tables in shadowSchema with their primary keys, and puts
+// shadowSchema first on conn's search_path.
+func prepareShadow(ctx context.Context, conn *pgx.Conn) ([]shadowTable, error) {
+	for _, schema := range []string{shadowSchema, retiredSchema} {
+		if _, err := conn.Exec(ctx, `DROP SCHEMA IF EXISTS `+schema+` CASCADE`); err != nil {
+			return nil, fmt.Errorf("drop schema %s: %w", schema, err)
+		}
+	}
+	if _, err := conn.Exec(ctx, `CREATE SCHEMA `+shadowSchema); err != nil {
+		return nil, fmt.Errorf("create schema %s: %w", shadowSchema, err)
+	}
+	var tables []shadowTable
+	for _, name := range Tables {
+		t := shadowTable{name: name}
+		err := conn.QueryRow(ctx, `SELECT format('%I.%I', n.nspname, c.relname), n.nspname
+			FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = to_regclass($1)`,
+			name).Scan(&t.live, &t.liveSchema)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil, fmt.Errorf("read table %s does not exist", name)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("look up %s: %w", name, err)
+		}
+		copied := shadowSchema + "." + pgx.Identifier{name}.Sanitize()
+		if _, err := conn.Exec(ctx, `CREATE TABLE `+copied+` (LIKE `+t.live+` INCLUDING ALL EXCLUDING INDEXES)`); err != nil {
+			return nil, fmt.Errorf("copy %s: %w", name, err)
+		}
+		// Constraints keep their names and kinds (the primary key now,
+		// unique and exclusion constraints later); plain indexes are
+		// recreated from their definitions.
+		rows, err := conn.Query(ctx, `SELECT coalesce(con.contype = 'p', false),
+				CASE WHEN con.oid IS NOT NULL
+					THEN format('ALTER TABLE %s ADD CONSTRAINT %I %s', $2::text, con.conname, pg_get_constraintdef(con.oid))
+					ELSE regexp_replace(pg_get_indexdef(i.indexrelid), ' ON \S+ ', ' ON ' || $2 || ' ') END
+			FROM pg_index i LEFT JOIN pg_constraint con ON con.conindid = i.indexrelid AND con.conrelid = i.indrelid
+			WHERE i.indrelid = to_regclass($1) ORDER BY 1 DESC, i.indexrelid`, t.live, copied)
+		if err != nil {
+			return nil, fmt.Errorf("read the indexes of %s: %w", name, err)
+		}
+		var now []string
+		for rows.Next() {
+			var primary bool
+			var stmt string
+			if err := rows.Scan(&primary, &stmt); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("read the indexes of %s: %w", name, err)
+			}
+			if primary {
+				now = append(now, stmt)
+			} else {
+				t.later = append(t.later, stmt)
+			}
+		}
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("read the indexes of %s: %w", name, err)
+		}
+		if len(now) == 0 {
+			return nil, fmt.Errorf("read table %s has no primary key", name)
+		}
+		for _, stmt := range now {
+			if _, err := conn.Exec(ctx, stmt); err != nil {
+				return nil, fmt.Errorf("key the copy of %s: %w", name, err)
+			}
+		}
+		grants, err := conn.Query(ctx, `SELECT format('GRANT %s ON %s TO %s', a.privilege_type, $2::text,
+				CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(a.grantee::regrole::text) END)
+			FROM pg_class c CROSS JOIN LATERAL aclexplode(c.relacl) a
+			WHERE c.oid = to_regclass($1) AND a.grantee <> c.relowner`, t.live, copied)
+		if err != nil {
+			return nil, fmt.Errorf("read the privileges on %s: %w", name, err)
+		}
+		stmts, err := pgx.CollectRows(grants, pgx.RowTo[string])
+		if err != nil {
+			return nil, fmt.Errorf("read the privileges on %s: %w", name, err)
+		}
+		for _, stmt := range stmts {
+			if _, err := conn.Exec(ctx, stmt); err != nil {
+				return nil, fmt.Errorf("grant on the copy of %s: %w", name, err)
+			}
+		}
+		tables = append(tables, t)
+	}
+	if _, err := conn.Exec(ctx, `SELECT set_config('search_path', $1 || ', ' || current_setting('search_path'), false)`,
+		shadowSchema); err != nil {
+		return nil, fmt.Errorf("put %s on the search path: %w", shadowSchema, err)
+	}
+	for _, t := range tables {
+		var found string
+		if err := conn.QueryRow(ctx, `SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+			WHERE c.oid = to_regclass($1)`, t.name).Scan(&found); err != nil {
+			return nil, fmt.Errorf("resolve %s: %w", t.name, err)
+		}
+		if found != shadowSchema {
+			return nil, fmt.Errorf("the copy of %s does not shadow it (found %s)", t.name, found)
+		}
+	}
+	return tables, nil
+}
+
+// buildIndexes builds the copy's indexes other than its primary key.
+func (t shadowTable) buildIndexes(ctx context.Context, tx pgx.Tx) error {
+	for _, stmt := range t.later {
+		if _, err := tx.Exec(ctx, stmt); err != nil {
+			return fmt.Errorf("index the copy of %s: %w", t.name, err)
+		}
+	}
+	return nil
+}
+
+// snapshotRound runs fn in a REPEATABLE READ transaction on conn whose
+// snapshot holds every event up to upTo and no gap below it: the snapshot
+// is taken while another connection holds the ledgers lock, released
+// right after. fn's writes commit with the transaction.
+func snapshotRound(ctx context.Context, pool *pgxpool.Pool, conn *pgx.Conn, fn func(tx pgx.Tx, upTo int64) error) error {
+	hold, err := pool.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = hold.Rollback(context.WithoutCancel(ctx)) }()
+	if _, err := hold.Exec(ctx, `LOCK TABLE ledgers IN EXCLUSIVE MODE`); err != nil {
+		return fmt.Errorf("lock ledgers: %w", err)
+	}
+	tx, err := conn.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead})
+	if err != nil {
+		return err
+	}
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	var upTo int64
+	if err := tx.QueryRow(ctx, `SELECT coalesce(max(position), 0) FROM events`).Scan(&upTo); err != nil {
+		return fmt.Errorf("take a snapshot: %w", err)
+	}
+	if err := hold.Rollback(ctx); err != nil {
+		return fmt.Errorf("release ledgers: %w", err)
+	}
+	if err := fn(tx, upTo); err != nil {
+		return err
+	}
+	return tx.Commit(ctx)
+}
+
+// swap is the final step of Rebuild: under the ledgers lock, it replays
+// the events after position after into the copies and moves them in place
+// of the live tables. It returns how many events it replayed.
+func swap(ctx context.Context, conn *pgx.Conn, next EventReader, after int64, tables []shadowTable) (int64, error) {
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	if _, err := tx.Exec(ctx, `LOCK TABLE ledgers IN EXCLUSIVE MODE`); err != nil {
+		return 0, fmt.Errorf("lock ledgers: %w", err)
+	}
+	n, err := replay(ctx, tx, next, after, true, nil)
+	if err != nil {
+		return 0, err
+	}
+	live := make([]string, len(tables))
+	for i, t := range tables {
+		live[i] = t.live
+	}
+	if _, err := tx.Exec(ctx, `SET LOCAL lock_timeout = '`+swapTimeout+`'`); err != nil {
+		return 0, err
+	}
+	if _, err := tx.Exec(ctx, `LOCK TABLE `+strings.Join(live, ", ")+` IN ACCESS EXCLUSIVE MODE`); err != nil {
+		return 0, err
+	}
+	if _, err := tx.Exec(ctx, `CREATE SCHEMA `+retiredSchema); err != nil {
+		return 0, err
+	}
+	for _, t := range tables {
+		for _, stmt := range []string{
+			`ALTER TABLE ` + t.live + ` SET SCHEMA ` + retiredSchema,
+			`ALTER TABLE ` + shadowSchema + `.` + pgx.Identifier{t.name}.Sanitize() + ` SET SCHEMA ` + pgx.Identifier{t.liveSchema}.Sanitize(),
+		} {
+			if _, err := tx.Exec(ctx, stmt); err != nil {
+				return 0, fmt.Errorf("%s: %w", t.name, err)
+			}
+		}
+	}
+	if _, err := tx.Exec(ctx, `DROP SCHEMA `+shadowSchema); err != nil {
+		return 0, err
+	}
+	return n, tx.Commit(ctx)
+}
+
+// isLockTimeout reports a lock_timeout expiry (SQLSTATE 55P03).
+func isLockTimeout(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "55P03"
+}
+
+// LedgerReader returns up to limit events of one ledger with a sequence
+// greater than after, in sequence order, read through tx
+// (eventstore.ReadLedger fits).
+type LedgerReader func(ctx context.Context, tx pgx.Tx, ledgerID saasapi.ID, after int64, limit int) ([]saasapi.Event, error)
+
+// ErrNoOrganisation is RebuildOrg's answer for an ID that names no
+// organisation ledger.
+var ErrNoOrganisation = errors.New("no organisation ledger has this ID")
+
+// RebuildOrg rebuilds the rows of one organisation: it empties that
+// organisation's rows of the tables in orgColumns and replays its ledger
+// into them through the same handlers as Rebuild, then recomputes its
+// aggregate rows. Other organisations' rows and the tables of no
+// organisation (GlobalTables) are left as they are; every organisation
+// event belongs to the organisation's own ledger, so no other ledger can
+// write its rows.
+//
+// It runs in one transaction holding the organisation's ledger row (FOR
+// UPDATE, as a writer of it would): only that organisation's writers wait,
+// everyone else goes on.
+func RebuildOrg(ctx context.Context, pool *pgxpool.Pool, org saasapi.ID, next LedgerReader, logf func(string, ...any)) (events int64, err error) {
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("rebuild %s: begin: %w", org, err)
+	}
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	var ledgerType string
+	err = tx.QueryRow(ctx, `SELECT ledger_type FROM ledgers WHERE ledger_id = $1 FOR UPDATE`, org).Scan(&ledgerType)
+	if errors.Is(err, pgx.ErrNoRows) || (err == nil && ledgerType != saasapi.LedgerOrganisation) {
+		return 0, fmt.Errorf("rebuild %s: %w", org, ErrNoOrganisation)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("rebuild %s: lock its ledger: %w", org, err)
+	}
+	locked := time.Now()
+	for _, table := range Tables {
+		col, ok := orgColumns[table]
+		if !ok {
+			continue
+		}
+		if _, err := tx.Exec(ctx, `DELETE FROM `+pgx.Identifier{table}.Sanitize()+` WHERE `+pgx.Identifier{col}.Sanitize()+` = $1`, org); err != nil {
+			return 0, fmt.Errorf("rebuild %s: empty its %s: %w", org, table, err)
+		}
+	}
+	var after int64
+	for {
+		evs, err := next(ctx, tx, org, after, replayBatch)
+		if err != nil {
+			return events, fmt.Errorf("rebuild %s: read events after sequence %d: %w", org, after, err)
+		}
+		if len(evs) > 0 {
+			b := &pgx.Batch{}
+			for _, e := range evs {
+				if err := apply(b, e, false); err != nil {
+					return events, fmt.Errorf("rebuild %s: event %s at sequence %d: %w", org, e.ID, e.Sequence, err)
+				}
+			}
+			if err := tx.SendBatch(ctx, b).Close(); err != nil {
+				return events, fmt.Errorf("rebuild %s: apply events at sequences %d to %d: %w", org, evs[0].Sequence, evs[len(evs)-1].Sequence, err)
+			}
+			events += int64(len(evs))
+			after = evs[len(evs)-1].Sequence
+		}
+		if len(evs) < replayBatch {
+			break
+		}
+	}
+	if err := recomputeOrgAggregates(ctx, tx, org); err != nil {
+		return events, fmt.Errorf("rebuild %s: %w", org, err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return events, fmt.Errorf("rebuild %s: commit: %w", org, err)
+	}
+	logf("rebuild: replayed %d events of organisation %s; its writers waited %s", events, org, time.Since(locked).Round(time.Millisecond))
 	return events, nil
 }
 
@@ -95,34 +465,51 @@ func rate(n int64, d time.Duration) float64 {
 }
 
 // replay applies every event that next returns, in batches: one round trip
-// reads a batch, one more applies it. progress, if not nil, is called every
-// progressEvery events.
-func replay(ctx context.Context, tx pgx.Tx, next EventReader, progress func(int64)) (int64, error) {
-	var n, after int64
+// reads a batch, one more applies it. It starts after position after.
+// withAggregates applies the aggregates event by event, as commands do (for
+// a short catch-up); otherwise they are recomputed at the end. Each of progress is told the number
+// of events in tx's snapshot first and then, after every batch, how many
+// are done.
+func replay(ctx context.Context, tx pgx.Tx, next EventReader, after int64, withAggregates bool, progress []Progress) (int64, error) {
+	var n, total int64
+	if len(progress) > 0 {
+		if err := tx.QueryRow(ctx, `SELECT count(*) FROM events WHERE position > $1`, after).Scan(&total); err != nil {
+			return 0, fmt.Errorf("count events: %w", err)
+		}
+		for _, p := range progress {
+			p(0, total)
+		}
+	}
+	finish := func() error {
+		if withAggregates {
+			return nil
+		}
+		return recomputeAggregates(ctx, tx)
+	}
 	for {
 		evs, err := next(ctx, tx, after, replayBatch)
 		if err != nil {
 			return n, fmt.Errorf("read events after position %d: %w", after, err)
 		}
 		if len(evs) == 0 {
-			return n, recomputeAggregates(ctx, tx)
+			return n, finish()
 		}
 		b := &pgx.Batch{}
 		for _, e := range evs {
-			if err := apply(b, e, false); err != nil {
+			if err := apply(b, e, withAggregates); err != nil {
 				return n, fmt.Errorf("event %s at position %d: %w", e.ID, e.Position, err)
 			}
 		}
 		if err := tx.SendBatch(ctx, b).Close(); err != nil {
 			return n, fmt.Errorf("apply events at positions %d to %d: %w", evs[0].Position, evs[len(evs)-1].Position, err)
 		}
-		if progress != nil && (n+int64(len(evs)))/progressEvery > n/progressEvery {
-			progress(n + int64(len(evs)))
-		}
 		n += int64(len(evs))
+		for _, p := range progress {
+			p(n, total)
+		}
 		after = evs[len(evs)-1].Position
 		if len(evs) < replayBatch {
-			return n, recomputeAggregates(ctx, tx)
+			return n, finish()
 		}
 	}
 }
@@ -164,7 +551,9 @@ const MaxDiffsPerTable = 10
 // a projection does. Closing the connection drops the copies. The session's
 // temp_buffers are sized to the live tables (64 MB to 4 GB), so that the
 // copies stay in memory.
-func Verify(ctx context.Context, pool *pgxpool.Pool, next EventReader) (events int64, diffs []Diff, err error) {
+//
+// progress, if given, is told after every batch how far the replay is.
+func Verify(ctx context.Context, pool *pgxpool.Pool, next EventReader, progress ...Progress) (events int64, diffs []Diff, err error) {
 	conn, err := pgx.ConnectConfig(ctx, pool.Config().ConnConfig.Copy())
 	if err != nil {
 		return 0, nil, fmt.Errorf("verify: connect: %w", err)
@@ -197,7 +586,7 @@ func Verify(ctx context.Context, pool *pgxpool.Pool, next EventReader) (events i
 	}
 	// Read-only: there is nothing to commit, ever.
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
-	if events, err = replay(ctx, tx, next, nil); err != nil {
+	if events, err = replay(ctx, tx, next, 0, false, progress); err != nil {
 		return 0, nil, fmt.Errorf("verify: replay: %w", err)
 	}
 	for _, lt := range tables {

@@ -38,9 +38,10 @@ Usage:
                      checkpoint seen
   saasapi audit keygen
                      generate a checkpoint signing key
-  saasapi projections rebuild
-                     replay all events into the emptied read tables; writers
-                     wait until it commits
+  saasapi projections rebuild [--org ID]
+                     replay all events into new read tables and swap them in;
+                     writers wait only for the swap (--org: one
+                     organisation's rows, only its writers wait)
   saasapi projections verify
                      prove that the read tables equal a replay of the events;
                      changes nothing
@@ -124,9 +125,7 @@ var subcommands = []command{
 	{"audit verify-export", verifyExportUsage, verifyExportFlags},
 	{"audit monitor", monitorUsage, monitorFlags},
 	{"audit keygen", keygenUsage, keygenFlags},
-	{"projections rebuild", projectionsRebuildUsage, noFlags(func(ctx context.Context, env environment, stdout, stderr io.Writer) error {
-		return runProjections(ctx, "rebuild", env, stdout, stderr)
-	})},
+	{"projections rebuild", projectionsRebuildUsage, projectionsRebuildFlags},
 	{"projections verify", projectionsVerifyUsage, noFlags(func(ctx context.Context, env environment, stdout, stderr io.Writer) error {
 		return runProjections(ctx, "verify", env, stdout, stderr)
 	})},

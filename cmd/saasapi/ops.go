@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/saasapi/saasapi"
 	"github.com/saasapi/saasapi/eventstore"
+	"github.com/saasapi/saasapi/internal/progress"
 	"github.com/saasapi/saasapi/projections"
 )
 
@@ -47,17 +48,61 @@ verified, 1 integrity failure, 2 usage. See docs/audit.md.
 `
 
 const projectionsUsage = `Usage:
-  saasapi projections rebuild   replay every event into emptied read tables
-                                (writers wait until it commits)
+  saasapi projections rebuild [--org ID]
+                                replay every event into new read tables and
+                                swap them in (writers wait only for the swap),
+                                or one organisation's events into its rows
   saasapi projections verify    replay into temporary copies and compare
                                 with the read tables; changes nothing
 `
 
-const projectionsRebuildUsage = `Usage: saasapi projections rebuild
+const projectionsRebuildUsage = `Usage: saasapi projections rebuild [--org ID]
 
-Empty the read tables and replay every event into them, in one transaction
-against SAAS_API_DATABASE_URL; writers wait until it commits.
+Replay every event into new copies of the read tables while the service goes
+on writing, catch up, and swap them in under the ledgers lock in a short
+final step (writers wait only for that step); a failure leaves the live
+tables untouched. Connects to SAAS_API_DATABASE_URL. With --org,
+empty and replay only that organisation's rows (its ledger): only its
+writers wait, and other organisations and the users table are untouched.
 `
+
+// projectionsRebuildFlags defines the flags of `saasapi projections rebuild`.
+func projectionsRebuildFlags(fs *flag.FlagSet) action {
+	org := fs.String("org", "", "rebuild only the rows of this organisation (its ID)")
+	return func(ctx context.Context, env environment, stdout, stderr io.Writer) error {
+		if *org == "" {
+			return runProjections(ctx, "rebuild", env, stdout, stderr)
+		}
+		return runRebuildOrg(ctx, *org, env, stdout, stderr)
+	}
+}
+
+// runRebuildOrg runs `saasapi projections rebuild --org ID`.
+func runRebuildOrg(ctx context.Context, org string, env environment, stdout, stderr io.Writer) error {
+	orgID, err := saasapi.ParseID(org)
+	if err != nil {
+		return fmt.Errorf("projections rebuild: --org %q is not an organisation ID (a 26-character ULID)", org)
+	}
+	pool, err := opsPool(ctx, env, stderr, "projections rebuild")
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	start := time.Now()
+	n, err := projections.RebuildOrg(ctx, pool, orgID, readLedger, func(format string, a ...any) {
+		fmt.Fprintf(stderr, format+"\n", a...)
+	})
+	if errors.Is(err, projections.ErrNoOrganisation) {
+		return fmt.Errorf("projections rebuild: there is no organisation %s", orgID)
+	}
+	if err != nil {
+		return fmt.Errorf("projections rebuild: %w", err)
+	}
+	elapsed := time.Since(start)
+	fmt.Fprintf(stdout, "rebuilt the rows of organisation %s from %d events in %s (%.0f events/s)\n",
+		orgID, n, elapsed.Round(time.Millisecond), float64(n)/elapsed.Seconds())
+	return nil
+}
 
 const projectionsVerifyUsage = `Usage: saasapi projections verify
 
@@ -113,10 +158,15 @@ func runAuditVerify(ctx context.Context, org string, ev evidence, env environmen
 		fmt.Fprintf(stdout, "verified 1 ledger, %d events\n", n)
 		return nil
 	}
-	ledgers, events, err := eventstore.VerifyAll(ctx, pool, nil)
+	meter := progress.New(stderr, "audit verify")
+	if total, err := eventstore.CountEvents(ctx, pool); err == nil {
+		meter.SetTotal(total) // only for the ETA: writers may add more meanwhile
+	}
+	ledgers, events, err := eventstore.VerifyAll(ctx, pool, func(_ saasapi.ID, count int64) { meter.Add(count) })
 	if err != nil {
 		return chainFailure(err)
 	}
+	meter.Finish()
 	fmt.Fprintf(stdout, "verified %d ledgers, %d events\n", ledgers, events)
 	return nil
 }
@@ -140,24 +190,31 @@ func runProjections(ctx context.Context, which string, env environment, stdout, 
 	}
 	defer pool.Close()
 
+	meter := progress.New(stderr, "projections "+which)
+	report := func(done, total int64) {
+		meter.SetTotal(total)
+		meter.Done(done)
+	}
 	if which == "rebuild" {
 		start := time.Now()
 		n, err := projections.Rebuild(ctx, pool, readEvents, func(format string, a ...any) {
 			fmt.Fprintf(stderr, format+"\n", a...)
-		})
+		}, report)
 		if err != nil {
 			return fmt.Errorf("projections rebuild: %w", err)
 		}
+		meter.Finish()
 		elapsed := time.Since(start)
 		fmt.Fprintf(stdout, "rebuilt the read tables from %d events in %s (%.0f events/s)\n",
 			n, elapsed.Round(time.Millisecond), float64(n)/elapsed.Seconds())
 		return nil
 	}
 
-	n, diffs, err := projections.Verify(ctx, pool, readEvents)
+	n, diffs, err := projections.Verify(ctx, pool, readEvents, report)
 	if err != nil {
 		return fmt.Errorf("projections verify: %w", err)
 	}
+	meter.Finish()
 	if len(diffs) == 0 {
 		fmt.Fprintf(stdout, "read tables match a replay of %d events\n", n)
 		return nil
@@ -174,6 +231,12 @@ func runProjections(ctx context.Context, which string, env environment, stdout, 
 // eventstore.
 func readEvents(ctx context.Context, tx pgx.Tx, after int64, limit int) ([]saasapi.Event, error) {
 	return eventstore.ReadAll(ctx, tx, after, limit)
+}
+
+// readLedger is the per-ledger reader that a rebuild of one organisation
+// replays.
+func readLedger(ctx context.Context, tx pgx.Tx, ledgerID saasapi.ID, after int64, limit int) ([]saasapi.Event, error) {
+	return eventstore.ReadLedger(ctx, tx, ledgerID, after, limit)
 }
 
 // opsPool connects to SAAS_API_DATABASE_URL with the credentials it holds.

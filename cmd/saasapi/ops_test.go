@@ -119,8 +119,13 @@ func TestAuditVerifyCommand(t *testing.T) {
 	w := newOpsWorld(t)
 	// Two user ledgers (registration) and the organisation's.
 	want := fmt.Sprintf("verified 3 ledgers, %d events\n", w.events)
-	if out, _, err := w.run(t, "audit", "verify"); err != nil || out != want {
+	out, stderr, err := w.run(t, "audit", "verify")
+	if err != nil || out != want {
 		t.Fatalf("audit verify: %q, %v; want %q", out, err, want)
+	}
+	if summary := fmt.Sprintf("audit verify: %d events in ", w.events); !strings.HasPrefix(stderr, summary) ||
+		!strings.HasSuffix(stderr, " events/s)\n") || strings.ContainsAny(stderr, "\r\x1b") {
+		t.Errorf("audit verify on a non-terminal stderr: %q; want the plain summary %q...", stderr, summary)
 	}
 	// organisation.created, member.added (owner), member.added, project.created.
 	if out, _, err := w.run(t, "audit", "verify", "--org", string(w.org)); err != nil || out != "verified 1 ledger, 4 events\n" {
@@ -187,14 +192,19 @@ func TestProjectionsCommands(t *testing.T) {
 	ctx := context.Background()
 	w := newOpsWorld(t)
 	want := fmt.Sprintf("read tables match a replay of %d events\n", w.events)
-	if out, _, err := w.run(t, "projections", "verify"); err != nil || out != want {
+	out, stderr, err := w.run(t, "projections", "verify")
+	if err != nil || out != want {
 		t.Fatalf("projections verify: %q, %v; want %q", out, err, want)
+	}
+	if summary := fmt.Sprintf("projections verify: %d events in ", w.events); !strings.HasPrefix(stderr, summary) ||
+		!strings.HasSuffix(stderr, " events/s)\n") {
+		t.Errorf("projections verify stderr %q; want the summary %q...", stderr, summary)
 	}
 
 	if _, err := w.pool.Exec(ctx, `UPDATE organisations SET name = 'tampered' WHERE id = $1`, w.org); err != nil {
 		t.Fatal(err)
 	}
-	out, _, err := w.run(t, "projections", "verify")
+	out, _, err = w.run(t, "projections", "verify")
 	wantErr := fmt.Sprintf("projections verify: 1 rows differ from a replay of %d events", w.events)
 	if err == nil || !strings.HasPrefix(err.Error(), wantErr) {
 		t.Fatalf("projections verify after tampering: %v; want an error starting %q", err, wantErr)
@@ -210,13 +220,14 @@ func TestProjectionsCommands(t *testing.T) {
 		t.Fatalf("projections verify changed the table: name %q, %v", name, err)
 	}
 
-	out, stderr, err := w.run(t, "projections", "rebuild")
+	out, stderr, err = w.run(t, "projections", "rebuild")
 	prefix := fmt.Sprintf("rebuilt the read tables from %d events in ", w.events)
 	if err != nil || !strings.HasPrefix(out, prefix) || !strings.HasSuffix(out, " events/s)\n") {
 		t.Fatalf("projections rebuild: %q, %v; want %q...", out, err, prefix)
 	}
-	if !strings.Contains(stderr, "rebuild: replayed") {
-		t.Errorf("projections rebuild reported no progress: %q", stderr)
+	if !strings.Contains(stderr, "rebuild: replayed") ||
+		!strings.Contains(stderr, fmt.Sprintf("projections rebuild: %d events in ", w.events)) {
+		t.Errorf("projections rebuild reported no progress or summary: %q", stderr)
 	}
 	if out, _, err := w.run(t, "projections", "verify"); err != nil || out != want {
 		t.Fatalf("projections verify after rebuild: %q, %v; want %q", out, err, want)
@@ -651,4 +662,38 @@ func (g *generator) org(ctx context.Context, t *testing.T, index, n int) generat
 	}
 	flush()
 	return o
+}
+
+// TestProjectionsRebuildOrg: `projections rebuild --org ID` repairs that
+// organisation's rows and leaves another drifted table as it was.
+func TestProjectionsRebuildOrg(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	w := newOpsWorld(t)
+	if _, err := w.pool.Exec(ctx, `UPDATE organisations SET name = 'tampered' WHERE id = $1`, w.org); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.pool.Exec(ctx, `UPDATE users SET display_name = 'tampered'`); err != nil {
+		t.Fatal(err)
+	}
+	out, _, err := w.run(t, "projections", "rebuild", "--org", string(w.org))
+	if err != nil || !strings.HasPrefix(out, "rebuilt the rows of organisation "+string(w.org)+" from ") {
+		t.Fatalf("projections rebuild --org: %q, %v", out, err)
+	}
+	var name string
+	if err := w.pool.QueryRow(ctx, `SELECT name FROM organisations WHERE id = $1`, w.org).Scan(&name); err != nil || name == "tampered" {
+		t.Fatalf("rebuild --org left the organisation's name %q, %v", name, err)
+	}
+	var tampered int
+	if err := w.pool.QueryRow(ctx, `SELECT count(*) FROM users WHERE display_name = 'tampered'`).Scan(&tampered); err != nil || tampered == 0 {
+		t.Fatalf("rebuild --org touched the users table: %d tampered rows left, %v", tampered, err)
+	}
+	id := saasapi.NewID()
+	if _, _, err := w.run(t, "projections", "rebuild", "--org", string(id)); err == nil ||
+		err.Error() != "projections rebuild: there is no organisation "+string(id) {
+		t.Errorf("rebuild --org of an unknown organisation: %v", err)
+	}
+	if _, _, err := w.run(t, "projections", "rebuild", "--org", "nope"); err == nil || !strings.Contains(err.Error(), `--org "nope"`) {
+		t.Errorf("a malformed --org: %v", err)
+	}
 }
