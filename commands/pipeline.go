@@ -2,6 +2,7 @@ package commands
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 
@@ -55,6 +56,10 @@ type command struct {
 	// runs after decide and before the second batch is sent, on what
 	// decide recorded.
 	render func(recorded []saasapi.Event) (Rendered, error)
+	// dataKey is the data key of the person whose ledger this is, when
+	// its events carry personal fields: they are sealed with it, and the
+	// projections see them in plain text.
+	dataKey []byte
 }
 
 // run executes c once; when its idempotency record expired and was pruned
@@ -160,10 +165,19 @@ func (s *Service) runOnce(ctx context.Context, c command) (recorded []saasapi.Ev
 	if err != nil {
 		return nil, Outcome{}, err
 	}
+	plain := make([]json.RawMessage, len(evs))
+	for i := range evs {
+		if plain[i], err = saasapi.SealPersonal(c.dataKey, &evs[i]); err != nil {
+			return nil, Outcome{}, err
+		}
+	}
 	if recorded, err = eventstore.Append(second, &head, evs); err != nil {
 		return nil, Outcome{}, err
 	}
-	for _, e := range recorded {
+	for i, e := range recorded {
+		if plain[i] != nil {
+			e.Payload = plain[i]
+		}
 		if err := projections.Apply(second, e); err != nil {
 			return nil, Outcome{}, err
 		}

@@ -122,9 +122,12 @@ func (s *Service) Register(ctx context.Context, meta Meta, in RegisterInput) (pr
 	// The new user is the actor of their own registration.
 	meta.Principal = saasapi.UserPrincipal(userID)
 	var user projections.Lookup[projections.User]
-	c := command{meta: meta, ledger: userID, newLedger: saasapi.LedgerUser}
+	// The person's data key seals their email and display name in the
+	// event; it is stored wrapped, beside (never inside) the events.
+	c := command{meta: meta, ledger: userID, newLedger: saasapi.LedgerUser, dataKey: saasapi.NewDataKey()}
 	c.decide = func(_ saasapi.Access, head eventstore.Head, b *pgx.Batch) ([]saasapi.NewEvent, error) {
 		b.Queue(`INSERT INTO user_credentials (user_id, password_hash) VALUES ($1, $2)`, userID, hash)
+		queueStoreDataKey(b, s.keys, userID, c.dataKey)
 		return one(s.newEvent(meta, head, saasapi.StreamUser, userID, 1, saasapi.EventUserRegistered,
 			saasapi.UserRegistered{Email: in.Email, DisplayName: in.DisplayName}))
 	}

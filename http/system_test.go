@@ -48,6 +48,7 @@ func downEnv(t *testing.T, e *env) *env {
 	}
 	t.Cleanup(pool.Close)
 	svc := commands.New(pool, commands.Config{
+		Keys:   saasapi.EphemeralDataKeyring(),
 		Hasher: auth.NewHasher(auth.TestParams, 0), Tokens: e.tokens, PasswordMinLength: 12,
 	})
 	t.Cleanup(svc.Close)

@@ -24,8 +24,11 @@ type User struct {
 func init() {
 	register(saasapi.EventUserRegistered, func(b *pgx.Batch, e saasapi.Event, p any) {
 		d := p.(*saasapi.UserRegistered)
+		// A replay reads an erased person's fields as erased (their key
+		// is gone): the row is the tombstone, never a resurrection.
 		b.Queue(`INSERT INTO users (id, email, display_name, is_active, version, created_at, updated_at)
-			VALUES ($1, $2, $3, true, $4, $5, $5)`, e.StreamID, d.Email, d.DisplayName, e.StreamVersion, e.OccurredAt)
+			VALUES ($1, NULLIF($2, $6), NULLIF($3, $6), true, $4, $5, $5)`,
+			e.StreamID, d.Email, d.DisplayName, e.StreamVersion, e.OccurredAt, saasapi.ErasedValue)
 	})
 	// Sign-in events belong to the user's stream; they only move its version.
 	bump := func(b *pgx.Batch, e saasapi.Event, _ any) {

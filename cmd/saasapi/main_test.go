@@ -123,6 +123,9 @@ func start(t *testing.T, args []string, vars map[string]string) *started {
 	t.Helper()
 	addr := freePort(t)
 	vars["SAAS_API_HTTP_ADDR"] = addr
+	if _, ok := vars["SAAS_API_DEV_DIR"]; !ok {
+		vars["SAAS_API_DEV_DIR"] = t.TempDir() // where a generated data key goes
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	logs := &lockedBuffer{}
 	s := &started{addr: addr, logs: logs, exited: make(chan struct{})}

@@ -46,6 +46,7 @@ func newOpsWorld(t *testing.T) opsWorld {
 	}
 	t.Cleanup(app.Close)
 	svc := commands.New(app, commands.Config{
+		Keys:   testKeyring(t),
 		Hasher: auth.NewHasher(auth.TestParams, 0),
 		Tokens: auth.NewTokenIssuer([]byte(strings.Repeat("k", 32)), "test", time.Minute),
 	})
@@ -82,7 +83,7 @@ func newOpsWorld(t *testing.T) opsWorld {
 func (w opsWorld) run(t *testing.T, args ...string) (stdout, stderr string, err error) {
 	t.Helper()
 	var out, errOut bytes.Buffer
-	err = run(t.Context(), args, environment(map[string]string{"SAAS_API_DATABASE_URL": w.url}), &out, &errOut)
+	err = run(t.Context(), args, environment(map[string]string{"SAAS_API_DATABASE_URL": w.url, "SAAS_API_DATA_KEY": testDataKey}), &out, &errOut)
 	return out.String(), errOut.String(), err
 }
 
@@ -281,7 +282,7 @@ func TestAuditAtScale(t *testing.T) {
 	}
 	t.Logf("database: %d events in 100 organisation and 10 user ledgers; events table with indexes %s", total, size)
 
-	env := environment(map[string]string{"SAAS_API_DATABASE_URL": url})
+	env := environment(map[string]string{"SAAS_API_DATABASE_URL": url, "SAAS_API_DATA_KEY": testDataKey})
 	for _, args := range [][]string{{"audit", "verify"}, {"audit", "verify", "--org", string(bigOrg.id)},
 		{"projections", "rebuild"}, {"projections", "verify"}} {
 		events := total
@@ -651,4 +652,20 @@ func (g *generator) org(ctx context.Context, t *testing.T, index, n int) generat
 	}
 	flush()
 	return o
+}
+
+// testDataKey is the key-encryption key of the tests' operator commands and
+// of the services they inspect.
+var testDataKey = saasapi.NewDataKEK()
+
+func testKeyring(t testing.TB) *saasapi.DataKeyring {
+	k, err := saasapi.ParseDataKEK(testDataKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := saasapi.NewDataKeyring(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return keys
 }

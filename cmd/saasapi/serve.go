@@ -9,10 +9,12 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/saasapi/saasapi"
 	"github.com/saasapi/saasapi/auth"
 	"github.com/saasapi/saasapi/commands"
 	apihttp "github.com/saasapi/saasapi/http"
@@ -188,6 +190,10 @@ func serve(ctx context.Context, cfg Config, databaseURL string, logger *slog.Log
 	if err := cfg.checkSecret(); err != nil {
 		return err
 	}
+	keys, err := dataKeyring(cfg)
+	if err != nil {
+		return err
+	}
 	proxies, err := parseProxies(cfg.TrustedProxies)
 	if err != nil {
 		return err
@@ -200,8 +206,14 @@ func serve(ctx context.Context, cfg Config, databaseURL string, logger *slog.Log
 
 	metrics := observability.NewMetrics()
 	metrics.RegisterPool(poolStats(pool))
+	// A wrong data key stops the start-up; a database not migrated yet is
+	// checked again by readiness, which stays false until the key matches.
+	if err := commands.CheckDataKey(ctx, pool, keys); errors.Is(err, saasapi.ErrWrongDataKey) {
+		return err
+	}
 	tokens := auth.NewTokenIssuer([]byte(cfg.JWTSecret), cfg.JWTIssuer, cfg.AccessTokenTTL)
 	svc := commands.New(pool, commands.Config{
+		Keys:               keys,
 		Hasher:             auth.NewHasher(auth.DefaultParams, 0),
 		Tokens:             tokens,
 		PasswordMinLength:  cfg.PasswordMinLength,
@@ -222,7 +234,7 @@ func serve(ctx context.Context, cfg Config, databaseURL string, logger *slog.Log
 		Metrics:     metrics,
 		Logger:      logger,
 		DocsEnabled: cfg.DocsEnabled,
-		Ready:       readiness(pool),
+		Ready:       readiness(pool, keys),
 		Throttle: &apihttp.Throttle{
 			LoginAccountFailures: cfg.LoginAccountRate,
 			LoginAddress:         cfg.LoginAddressRate,
@@ -316,7 +328,8 @@ func pruneIdempotency(ctx context.Context, svc *commands.Service, logger *slog.L
 
 // readiness reports ready when PostgreSQL answers as the application role
 // and the schema is at least as new as this binary's migrations.
-func readiness(pool *pgxpool.Pool) func(context.Context) error {
+func readiness(pool *pgxpool.Pool, keys *saasapi.DataKeyring) func(context.Context) error {
+	var keyChecked atomic.Bool
 	return func(ctx context.Context) error {
 		v, err := migrations.CurrentVersion(ctx, pool)
 		if err != nil {
@@ -324,6 +337,12 @@ func readiness(pool *pgxpool.Pool) func(context.Context) error {
 		}
 		if v < migrations.Latest() {
 			return fmt.Errorf("schema version %d is behind %d", v, migrations.Latest())
+		}
+		if !keyChecked.Load() {
+			if err := commands.CheckDataKey(ctx, pool, keys); err != nil {
+				return err
+			}
+			keyChecked.Store(true)
 		}
 		return nil
 	}
