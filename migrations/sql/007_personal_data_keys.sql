@@ -1,4 +1,4 @@
--- Personal data keys (docs/adr/0010-personal-data-encrypted-per-person.md).
+-- Personal data keys (docs/adr/0011-personal-data-encrypted-per-person.md).
 -- One data key per person, wrapped by the key-encryption key that only the
 -- process holds (SAAS_API_DATA_KEY). Unlike events, this table is mutable:
 -- erasing a person deletes their row, which makes their sealed event fields
