@@ -352,9 +352,7 @@ func QueueAuditHead(b *pgx.Batch, g Guard, orgID saasapi.ID, dst *Head, found *b
 // It is for operators and verification; tenant reads go through AuditHead.
 func ReadHead(ctx context.Context, q Querier, ledgerID saasapi.ID) (Head, error) {
 	h := Head{LedgerID: ledgerID}
-	err := q.QueryRow(ctx,
-		`SELECT ledger_type, last_sequence, last_hash, updated_at FROM ledgers WHERE ledger_id = $1`,
-		ledgerID).Scan(&h.LedgerType, &h.Sequence, &h.Hash, &h.UpdatedAt)
+	err := scanHead(q.QueryRow(ctx, `SELECT `+headColumns+` FROM ledgers WHERE ledger_id = $1`, ledgerID), &h)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Head{}, ErrLedgerNotFound
 	}

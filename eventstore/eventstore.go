@@ -41,16 +41,35 @@ type Head struct {
 	Sequence   int64
 	Hash       []byte
 	UpdatedAt  time.Time
+	// Tree is the ledger's Merkle tree as its row keeps it (tree.go).
+	Tree Tree
 }
 
-const lockSQL = `SELECT ledger_type, last_sequence, last_hash, updated_at FROM ledgers WHERE ledger_id = $1 FOR UPDATE`
+// headColumns is the select list of the ledgers row that scanHead reads.
+const headColumns = `ledger_type, last_sequence, last_hash, updated_at, tree_size, tree_frontier`
+
+// scanHead reads headColumns into h.
+func scanHead(row pgx.Row, h *Head) error {
+	var (
+		size     int64
+		frontier []byte
+	)
+	if err := row.Scan(&h.LedgerType, &h.Sequence, &h.Hash, &h.UpdatedAt, &size, &frontier); err != nil {
+		return err
+	}
+	t, err := decodeTree(size, frontier)
+	h.Tree = t
+	return err
+}
+
+const lockSQL = `SELECT ` + headColumns + ` FROM ledgers WHERE ledger_id = $1 FOR UPDATE`
 
 // LockLedger locks the ledger's row for the rest of the transaction and
 // returns its head. Every writer of the ledger takes this lock first, so
 // events of one ledger commit in sequence order and the chain never forks.
 func LockLedger(ctx context.Context, tx pgx.Tx, ledgerID saasapi.ID) (Head, error) {
 	h := Head{LedgerID: ledgerID}
-	err := tx.QueryRow(ctx, lockSQL, ledgerID).Scan(&h.LedgerType, &h.Sequence, &h.Hash, &h.UpdatedAt)
+	err := scanHead(tx.QueryRow(ctx, lockSQL, ledgerID), &h)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Head{}, ErrLedgerNotFound
 	}
@@ -67,7 +86,7 @@ func LockLedger(ctx context.Context, tx pgx.Tx, ledgerID saasapi.ID) (Head, erro
 func QueueLock(b *pgx.Batch, ledgerID saasapi.ID, head *Head, found *bool) {
 	b.Queue(lockSQL, ledgerID).QueryRow(func(row pgx.Row) error {
 		h := Head{LedgerID: ledgerID}
-		err := row.Scan(&h.LedgerType, &h.Sequence, &h.Hash, &h.UpdatedAt)
+		err := scanHead(row, &h)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return nil
 		}
@@ -88,9 +107,10 @@ func NewLedger(b *pgx.Batch, ledgerID saasapi.ID, ledgerType string) Head {
 }
 
 // Append gives the events the next sequences of the ledger whose head is
-// given, chains their hashes, and queues on b every row an append writes:
-// the events and the new head. The caller sends b with its other writes
-// in one round trip, so rows that an append adds go out with them.
+// given, chains their hashes, adds them to the ledger's Merkle tree, and
+// queues on b every row an append writes: the events, their tree hashes and
+// the new head. The caller sends b with its other writes in one round trip,
+// so rows that an append adds go out with them.
 // The caller must hold the ledger lock (LockLedger or NewLedger in the same
 // transaction) and send b before commit. head is advanced in place. A
 // stream_version that is already taken makes the batch fail with a unique
@@ -98,6 +118,7 @@ func NewLedger(b *pgx.Batch, ledgerID saasapi.ID, ledgerType string) Head {
 // optimistic concurrency guard.
 func Append(b *pgx.Batch, head *Head, evs []saasapi.NewEvent) ([]saasapi.Event, error) {
 	out := make([]saasapi.Event, 0, len(evs))
+	tree := treeRows{first: -1}
 	for _, ne := range evs {
 		if ne.LedgerID != head.LedgerID {
 			return nil, fmt.Errorf("append %s: event for ledger %s appended to %s", ne.Type, ne.LedgerID, head.LedgerID)
@@ -134,14 +155,23 @@ func Append(b *pgx.Batch, head *Head, evs []saasapi.NewEvent) ([]saasapi.Event, 
 			e.ID, e.LedgerID, e.LedgerType, e.Sequence, e.StreamType, e.StreamID,
 			e.StreamVersion, e.Type, e.SchemaVersion, string(e.Actor.Type), e.Actor.UserID.Ptr(), e.Actor.APIKeyID.Ptr(),
 			nullString(e.RequestID), e.OccurredAt, string(e.Payload), e.PrevHash, e.Hash)
+		if err := tree.add(&head.Tree, e.Hash); err != nil {
+			return nil, fmt.Errorf("append %s to the tree of ledger %s: %w", ne.Type, head.LedgerID, err)
+		}
 		head.Sequence = e.Sequence
 		head.Hash = e.Hash
 		head.UpdatedAt = e.OccurredAt
 		out = append(out, e)
 	}
 	if len(out) > 0 {
-		b.Queue(`UPDATE ledgers SET last_sequence = $2, last_hash = $3, updated_at = $4 WHERE ledger_id = $1`,
-			head.LedgerID, head.Sequence, head.Hash, head.UpdatedAt)
+		// The events' tree hashes sit at consecutive stored-hash indexes:
+		// one statement inserts them all.
+		b.Queue(`INSERT INTO ledger_tree_hashes (ledger_id, hash_index, hash)
+			SELECT $1, $2 + i - 1, h FROM unnest($3::bytea[]) WITH ORDINALITY AS t(h, i)`,
+			head.LedgerID, tree.first, hashesParam(tree.hashes))
+		b.Queue(`UPDATE ledgers SET last_sequence = $2, last_hash = $3, updated_at = $4,
+				tree_size = $5, tree_frontier = $6 WHERE ledger_id = $1`,
+			head.LedgerID, head.Sequence, head.Hash, head.UpdatedAt, head.Tree.Size, encodeFrontier(head.Tree.Frontier))
 	}
 	return out, nil
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/saasapi/saasapi"
+	"golang.org/x/mod/sumdb/tlog"
 )
 
 // verifyBatch is how many events verification reads per query.
@@ -26,15 +27,33 @@ func (e *ChainError) Error() string {
 	return fmt.Sprintf("ledger %s: first bad sequence %d: %s", e.LedgerID, e.Sequence, e.Reason)
 }
 
-// chain re-derives one ledger's chain from its rows, fed in sequence order,
-// and compares it with the ledger's stored head.
+// chain re-derives one ledger's chain and Merkle tree from its rows, fed in
+// sequence order, and compares them with the ledger's stored head, tree
+// hashes and tree.
 type chain struct {
-	head  Head
-	count int64  // events checked so far: the chain is intact up to this sequence
-	prev  []byte // hash of the last checked event; ZeroHash before the first
+	head   Head
+	count  int64  // events checked so far: the chain is intact up to this sequence
+	prev   []byte // hash of the last checked event; ZeroHash before the first
+	tree   treeCheck
+	hashes *hashStream // the stored tree hashes, in (ledger_id, hash_index) order
 }
 
-func newChain(head Head) *chain { return &chain{head: head, prev: ZeroHash} }
+func newChain(head Head, hashes *hashStream) *chain {
+	return &chain{head: head, prev: ZeroHash, tree: treeCheck{ledgerID: head.LedgerID}, hashes: hashes}
+}
+
+// nextHash yields the ledger's next stored tree hash; false once the stream
+// has moved past the ledger.
+func (c *chain) nextHash(ctx context.Context) func() (int64, []byte, bool, error) {
+	return func() (int64, []byte, bool, error) {
+		r, ok, err := c.hashes.peek(ctx)
+		if err != nil || !ok || r.ledgerID != c.head.LedgerID {
+			return 0, nil, false, err
+		}
+		c.hashes.advance()
+		return r.index, r.hash, true, nil
+	}
+}
 
 func (c *chain) fail(seq int64, format string, args ...any) error {
 	return &ChainError{LedgerID: c.head.LedgerID, Sequence: seq, Reason: fmt.Sprintf(format, args...)}
@@ -43,7 +62,7 @@ func (c *chain) fail(seq int64, format string, args ...any) error {
 // add checks the next stored event. Rows arrive ordered by sequence and the
 // primary key makes sequences unique, so a sequence other than the next one
 // is always a larger one: the next is missing.
-func (c *chain) add(e saasapi.Event) error {
+func (c *chain) add(ctx context.Context, e saasapi.Event) error {
 	want := c.count + 1
 	if e.Sequence != want {
 		return c.fail(want, "event is missing (the next stored event has sequence %d)", e.Sequence)
@@ -65,13 +84,17 @@ func (c *chain) add(e saasapi.Event) error {
 	if e.Sequence > c.head.Sequence {
 		return c.fail(want, "event lies beyond the ledger head (last_sequence %d)", c.head.Sequence)
 	}
+	if err := c.tree.add(want, e.Hash, c.nextHash(ctx)); err != nil {
+		return err
+	}
 	c.prev = e.Hash
 	c.count++
 	return nil
 }
 
-// finish checks the head against the last event, once all rows were added.
-func (c *chain) finish() error {
+// finish checks the head and the stored tree against the last event, once
+// all rows were added.
+func (c *chain) finish(ctx context.Context) error {
 	if c.count < c.head.Sequence {
 		return c.fail(c.count+1, "event is missing (the ledger head is at sequence %d, the events end at %d)",
 			c.head.Sequence, c.count)
@@ -79,7 +102,11 @@ func (c *chain) finish() error {
 	if !bytes.Equal(c.head.Hash, c.prev) {
 		return c.fail(c.count, "ledger head hash (last_hash) does not equal the hash of sequence %d", c.count)
 	}
-	return nil
+	idx, _, extra, err := c.nextHash(ctx)()
+	if err != nil {
+		return err
+	}
+	return c.tree.finish(c.head.Tree, extra, idx)
 }
 
 // beginner is what a pool or a connection offers to start a transaction.
@@ -106,14 +133,26 @@ func snapshot(ctx context.Context, q Querier, fn func(Querier) error) error {
 	return fn(tx)
 }
 
-// VerifyLedger recomputes one ledger's hash chain from its stored rows alone
-// and returns how many events it holds. It checks that the sequences run 1..n
-// without a gap, that every prev_hash is the previous event's hash (the zero
-// hash for the first), that every hash is Hash(prev_hash, Canonical(row)),
-// and that the ledgers row's head (last_sequence, last_hash) is the last
-// event. The first problem is returned as a *ChainError; a ledger that does
-// not exist is ErrLedgerNotFound.
+// VerifyLedger recomputes one ledger's hash chain and Merkle tree from its
+// stored events alone and returns how many events it holds. It checks that
+// the sequences run 1..n without a gap, that every prev_hash is the previous
+// event's hash (the zero hash for the first), that every hash is
+// Hash(prev_hash, Canonical(row)), that the ledgers row's head (last_sequence,
+// last_hash) is the last event, and that every stored tree hash and the
+// ledgers row's tree equal the tree recomputed from the events' hashes. The
+// first problem is returned as a *ChainError; a ledger that does not exist is
+// ErrLedgerNotFound.
 func VerifyLedger(ctx context.Context, q Querier, ledgerID saasapi.ID) (count int64, err error) {
+	count, _, err = VerifyLedgerAt(ctx, q, ledgerID, -1)
+	return count, err
+}
+
+// VerifyLedgerAt is VerifyLedger that also returns the root of the tree of
+// the first size events, recomputed from the events (not from the stored
+// tree hashes): what a checkpoint of that size must sign. A size beyond the
+// ledger is a *ChainError naming the first missing sequence; a negative size
+// asks for no root.
+func VerifyLedgerAt(ctx context.Context, q Querier, ledgerID saasapi.ID, size int64) (count int64, root tlog.Hash, err error) {
 	err = snapshot(ctx, q, func(q Querier) error {
 		head, err := ReadHead(ctx, q, ledgerID)
 		if errors.Is(err, ErrLedgerNotFound) {
@@ -122,14 +161,20 @@ func VerifyLedger(ctx context.Context, q Querier, ledgerID saasapi.ID) (count in
 		if err != nil {
 			return err
 		}
-		c := newChain(head)
+		c := newChain(head, newHashStream(q, ledgerID))
+		if size >= 0 {
+			c.tree.wantSize, c.tree.rootAt = size, &root
+			if size == 0 {
+				root, _ = Tree{}.Root()
+			}
+		}
 		for {
 			evs, err := ReadLedger(ctx, q, ledgerID, c.count, verifyBatch)
 			if err != nil {
 				return err
 			}
 			for _, e := range evs {
-				if err := c.add(e); err != nil {
+				if err := c.add(ctx, e); err != nil {
 					return err
 				}
 			}
@@ -138,9 +183,15 @@ func VerifyLedger(ctx context.Context, q Querier, ledgerID saasapi.ID) (count in
 			}
 		}
 		count = c.count
-		return c.finish()
+		if err := c.finish(ctx); err != nil {
+			return err
+		}
+		if size > c.count {
+			return c.fail(c.count+1, "event is missing (the checkpoint covers %d events, the ledger has %d)", size, c.count)
+		}
+		return nil
 	})
-	return count, err
+	return count, root, err
 }
 
 // orphans tells a ledger that never existed (ErrLedgerNotFound) from one
@@ -174,6 +225,7 @@ func VerifyAll(ctx context.Context, q Querier, onLedger func(ledgerID saasapi.ID
 	err = snapshot(ctx, q, func(q Querier) error {
 		heads := &headStream{q: q}
 		evs := &eventStream{q: q}
+		hashes := newHashStream(q, "")
 		for {
 			head, ok, err := heads.next(ctx)
 			if err != nil {
@@ -186,12 +238,15 @@ func VerifyAll(ctx context.Context, q Querier, onLedger func(ledgerID saasapi.ID
 			if more && (!ok || e.LedgerID < head.LedgerID) {
 				return &ChainError{LedgerID: e.LedgerID, Sequence: e.Sequence, Reason: errNoLedgerRow}
 			}
+			if err := hashes.orphans(ctx, head, ok); err != nil {
+				return err
+			}
 			if !ok {
 				return nil
 			}
-			c := newChain(head)
+			c := newChain(head, hashes)
 			for more && e.LedgerID == head.LedgerID {
-				if err := c.add(e); err != nil {
+				if err := c.add(ctx, e); err != nil {
 					return err
 				}
 				evs.advance()
@@ -199,7 +254,7 @@ func VerifyAll(ctx context.Context, q Querier, onLedger func(ledgerID saasapi.ID
 					return err
 				}
 			}
-			if err := c.finish(); err != nil {
+			if err := c.finish(ctx); err != nil {
 				return err
 			}
 			ledgers++
@@ -224,14 +279,14 @@ type headStream struct {
 
 func (s *headStream) next(ctx context.Context) (Head, bool, error) {
 	if len(s.buf) == 0 && !s.done {
-		rows, err := s.q.Query(ctx, `SELECT ledger_id, ledger_type, last_sequence, last_hash, updated_at
+		rows, err := s.q.Query(ctx, `SELECT ledger_id, `+headColumns+`
 			FROM ledgers WHERE ledger_id > $1 ORDER BY ledger_id LIMIT $2`, s.last, verifyBatch)
 		if err != nil {
 			return Head{}, false, fmt.Errorf("read ledger heads: %w", err)
 		}
 		s.buf, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (Head, error) {
 			var h Head
-			err := row.Scan(&h.LedgerID, &h.LedgerType, &h.Sequence, &h.Hash, &h.UpdatedAt)
+			err := scanHead(prefixRow{row, &h.LedgerID}, &h)
 			return h, err
 		})
 		if err != nil {
@@ -286,3 +341,83 @@ func (s *eventStream) peek(ctx context.Context) (saasapi.Event, bool, error) {
 
 // advance consumes the event peek returned.
 func (s *eventStream) advance() { s.buf = s.buf[1:] }
+
+// prefixRow scans its first column into first and the rest as the caller
+// asks, so that scanHead can read rows that lead with the ledger_id.
+type prefixRow struct {
+	row   pgx.Row
+	first *saasapi.ID
+}
+
+func (r prefixRow) Scan(dest ...any) error { return r.row.Scan(append([]any{r.first}, dest...)...) }
+
+// treeHashRow is one row of ledger_tree_hashes.
+type treeHashRow struct {
+	ledgerID saasapi.ID
+	index    int64
+	hash     []byte
+}
+
+// hashStream reads stored tree hashes in (ledger_id, hash_index) order, in
+// batches: of one ledger when ledger is set, else of every ledger.
+type hashStream struct {
+	q      Querier
+	ledger saasapi.ID
+	buf    []treeHashRow
+	done   bool
+	last   treeHashRow // key of the last row read from the database
+}
+
+// newHashStream starts before the first row: of ledger, or of every ledger
+// when ledger is empty.
+func newHashStream(q Querier, ledger saasapi.ID) *hashStream {
+	return &hashStream{q: q, ledger: ledger, last: treeHashRow{index: -1}}
+}
+
+func (s *hashStream) peek(ctx context.Context) (treeHashRow, bool, error) {
+	if len(s.buf) == 0 && !s.done {
+		var (
+			rows pgx.Rows
+			err  error
+		)
+		if s.ledger != "" {
+			rows, err = s.q.Query(ctx, `SELECT ledger_id, hash_index, hash FROM ledger_tree_hashes
+				WHERE ledger_id = $1 AND hash_index > $2 ORDER BY hash_index LIMIT $3`, s.ledger, s.last.index, verifyBatch)
+		} else {
+			rows, err = s.q.Query(ctx, `SELECT ledger_id, hash_index, hash FROM ledger_tree_hashes
+				WHERE (ledger_id, hash_index) > ($1, $2) ORDER BY ledger_id, hash_index LIMIT $3`,
+				s.last.ledgerID, s.last.index, verifyBatch)
+		}
+		if err != nil {
+			return treeHashRow{}, false, fmt.Errorf("read tree hashes: %w", err)
+		}
+		s.buf, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (treeHashRow, error) {
+			var r treeHashRow
+			err := row.Scan(&r.ledgerID, &r.index, &r.hash)
+			return r, err
+		})
+		if err != nil {
+			return treeHashRow{}, false, fmt.Errorf("read tree hashes: %w", err)
+		}
+		s.done = len(s.buf) < verifyBatch
+		if n := len(s.buf); n > 0 {
+			s.last = s.buf[n-1]
+		}
+	}
+	if len(s.buf) == 0 {
+		return treeHashRow{}, false, nil
+	}
+	return s.buf[0], true, nil
+}
+
+func (s *hashStream) advance() { s.buf = s.buf[1:] }
+
+// orphans fails on tree hashes of a ledger that has no row in ledgers: rows
+// that sort before the next ledger (or any row, after the last ledger).
+func (s *hashStream) orphans(ctx context.Context, next Head, ok bool) error {
+	r, more, err := s.peek(ctx)
+	if err != nil || !more || (ok && r.ledgerID >= next.LedgerID) {
+		return err
+	}
+	return &ChainError{LedgerID: r.ledgerID, Sequence: 1, Reason: "tree hashes exist for a ledger that has no row in ledgers"}
+}

@@ -96,7 +96,7 @@ func TestVerifyIntactLedgers(t *testing.T) {
 	}
 }
 
-// tamper runs statements as the superuser with the append-only trigger
+// tamper runs statements as the superuser with the append-only triggers
 // disabled, in one transaction: the attack the chain must reveal. $1 is the
 // ledger.
 func tamper(ctx context.Context, t *testing.T, db *testdb.DB, ledger saasapi.ID, stmts ...string) {
@@ -106,16 +106,22 @@ func tamper(ctx context.Context, t *testing.T, db *testdb.DB, ledger saasapi.ID,
 		t.Fatal(err)
 	}
 	defer func() { _ = tx.Rollback(ctx) }()
-	if _, err := tx.Exec(ctx, `ALTER TABLE events DISABLE TRIGGER events_append_only`); err != nil {
-		t.Fatal(err)
+	for _, s := range []string{`ALTER TABLE events DISABLE TRIGGER events_append_only`,
+		`ALTER TABLE ledger_tree_hashes DISABLE TRIGGER ledger_tree_hashes_append_only`} {
+		if _, err := tx.Exec(ctx, s); err != nil {
+			t.Fatal(err)
+		}
 	}
 	for _, s := range stmts {
 		if _, err := tx.Exec(ctx, s, ledger); err != nil {
 			t.Fatalf("%s: %v", s, err)
 		}
 	}
-	if _, err := tx.Exec(ctx, `ALTER TABLE events ENABLE TRIGGER events_append_only`); err != nil {
-		t.Fatal(err)
+	for _, s := range []string{`ALTER TABLE events ENABLE TRIGGER events_append_only`,
+		`ALTER TABLE ledger_tree_hashes ENABLE TRIGGER ledger_tree_hashes_append_only`} {
+		if _, err := tx.Exec(ctx, s); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if err := tx.Commit(ctx); err != nil {
 		t.Fatal(err)
@@ -160,7 +166,29 @@ func TestVerifyDetectsTampering(t *testing.T) {
 		{"edited and rehashed", []string{
 			`UPDATE events SET payload = '{"changed_fields":["name"]}'` + where + `3`,
 			`UPDATE events SET hash = sha256(prev_hash || ` + canonicalSQL + `)` + where + `3`,
-		}, 4, "prev_hash does not equal the hash of sequence 3", "first bad sequence 4"},
+		}, 3, "stored tree hash 3 does not match the tree recomputed from the events", "first bad sequence 4"},
+		{"actor altered", []string{`UPDATE events SET actor_user_id = '` + strings.Repeat("A", 26) + `'` + where + `2`},
+			2, "stored hash does not match", "first bad sequence 2"},
+		{"time altered", []string{`UPDATE events SET occurred_at = occurred_at - interval '1 day'` + where + `2`},
+			2, "stored hash does not match", "first bad sequence 2"},
+		{"type altered", []string{`UPDATE events SET event_type = 'project.deleted'` + where + `4`},
+			4, "stored hash does not match", "first bad sequence 4"},
+		{"event copied past the head", []string{`INSERT INTO events (event_id, ledger_id, ledger_type, sequence,
+				stream_type, stream_id, stream_version, event_type, schema_version, actor_type, actor_user_id,
+				actor_api_key_id, request_id, occurred_at, payload, prev_hash, hash)
+			SELECT '` + strings.Repeat("B", 26) + `', ledger_id, ledger_type, 6, stream_type, stream_id, 100, event_type,
+				schema_version, actor_type, actor_user_id, actor_api_key_id, request_id, occurred_at, payload, prev_hash, hash
+			FROM events` + where + `5`}, 6, "prev_hash does not equal the hash of sequence 5", "first bad sequence 6"},
+		{"tree hash altered", []string{
+			`UPDATE ledger_tree_hashes SET hash = sha256('forged') WHERE ledger_id = $1 AND hash_index = 5`},
+			4, "stored tree hash 5 does not match", ""},
+		{"tree hash deleted", []string{
+			`DELETE FROM ledger_tree_hashes WHERE ledger_id = $1 AND hash_index = 7`},
+			5, "tree hash 7 is missing", ""},
+		{"tree frontier altered", []string{`UPDATE ledgers SET tree_frontier = sha256('forged') || sha256('forged') WHERE ledger_id = $1`},
+			5, "tree_frontier does not match", ""},
+		{"tree size rewound", []string{`UPDATE ledgers SET tree_size = 4 WHERE ledger_id = $1`},
+			5, "tree_size 4 does not equal the number of events 5", ""},
 		{"head hash changed", []string{`UPDATE ledgers SET last_hash = sha256('forged') WHERE ledger_id = $1`},
 			5, "ledger head hash", ""},
 		{"head behind", []string{`UPDATE ledgers SET last_sequence = 4 WHERE ledger_id = $1`},

@@ -26,23 +26,26 @@ var isolationSweep = map[string]struct {
 	// object id.
 	notFound string
 }{
-	"GET /orgs/{organisation_id}":                          {nil, false, ""},
-	"PATCH /orgs/{organisation_id}":                        {map[string]any{"name": "Hijacked"}, false, ""},
-	"GET /orgs/{organisation_id}/members":                  {nil, false, ""},
-	"POST /orgs/{organisation_id}/members":                 {nil, false, ""}, // body is built per attacker
-	"PATCH /orgs/{organisation_id}/members/{user_id}":      {map[string]any{"role": "owner"}, false, saasapi.MsgMembershipNotFound},
-	"DELETE /orgs/{organisation_id}/members/{user_id}":     {nil, false, saasapi.MsgMembershipNotFound},
-	"POST /orgs/{organisation_id}/api-keys":                {map[string]any{"name": "Tenant A key"}, false, ""},
-	"GET /orgs/{organisation_id}/api-keys":                 {nil, false, ""},
-	"DELETE /orgs/{organisation_id}/api-keys/{api_key_id}": {nil, false, saasapi.MsgAPIKeyNotFound},
-	"POST /orgs/{organisation_id}/projects":                {map[string]any{"name": "Tenant A project"}, true, ""},
-	"GET /orgs/{organisation_id}/projects":                 {nil, true, ""},
-	"GET /orgs/{organisation_id}/projects/{project_id}":    {nil, true, saasapi.MsgProjectNotFound},
-	"PATCH /orgs/{organisation_id}/projects/{project_id}":  {map[string]any{"name": "Hijacked"}, true, saasapi.MsgProjectNotFound},
-	"DELETE /orgs/{organisation_id}/projects/{project_id}": {nil, true, saasapi.MsgProjectNotFound},
-	"GET /orgs/{organisation_id}/audit-events":             {nil, false, ""},
-	"GET /orgs/{organisation_id}/audit-events/head":        {nil, false, ""},
-	"GET /orgs/{organisation_id}/audit-events/export":      {nil, false, ""},
+	"GET /orgs/{organisation_id}":                                {nil, false, ""},
+	"PATCH /orgs/{organisation_id}":                              {map[string]any{"name": "Hijacked"}, false, ""},
+	"GET /orgs/{organisation_id}/members":                        {nil, false, ""},
+	"POST /orgs/{organisation_id}/members":                       {nil, false, ""}, // body is built per attacker
+	"PATCH /orgs/{organisation_id}/members/{user_id}":            {map[string]any{"role": "owner"}, false, saasapi.MsgMembershipNotFound},
+	"DELETE /orgs/{organisation_id}/members/{user_id}":           {nil, false, saasapi.MsgMembershipNotFound},
+	"POST /orgs/{organisation_id}/api-keys":                      {map[string]any{"name": "Tenant A key"}, false, ""},
+	"GET /orgs/{organisation_id}/api-keys":                       {nil, false, ""},
+	"DELETE /orgs/{organisation_id}/api-keys/{api_key_id}":       {nil, false, saasapi.MsgAPIKeyNotFound},
+	"POST /orgs/{organisation_id}/projects":                      {map[string]any{"name": "Tenant A project"}, true, ""},
+	"GET /orgs/{organisation_id}/projects":                       {nil, true, ""},
+	"GET /orgs/{organisation_id}/projects/{project_id}":          {nil, true, saasapi.MsgProjectNotFound},
+	"PATCH /orgs/{organisation_id}/projects/{project_id}":        {map[string]any{"name": "Hijacked"}, true, saasapi.MsgProjectNotFound},
+	"DELETE /orgs/{organisation_id}/projects/{project_id}":       {nil, true, saasapi.MsgProjectNotFound},
+	"GET /orgs/{organisation_id}/audit-events":                   {nil, false, ""},
+	"GET /orgs/{organisation_id}/audit-events/head":              {nil, false, ""},
+	"GET /orgs/{organisation_id}/audit-events/export":            {nil, false, ""},
+	"GET /orgs/{organisation_id}/audit-events/checkpoint":        {nil, false, ""},
+	"GET /orgs/{organisation_id}/audit-events/proof/inclusion":   {nil, false, ""},
+	"GET /orgs/{organisation_id}/audit-events/proof/consistency": {nil, false, ""},
 }
 
 // idParam matches the id parameters of a route template.

@@ -33,9 +33,10 @@ var roleMatrix = map[string]struct {
 	body   func(f matrixFixture) any
 	status [7]int // owner, admin, member, viewer, non-member, anonymous, api-key
 }{
-	"GET /me":              {nil, [7]int{200, 200, 200, 200, 200, 401, 401}},
-	"GET /me/audit-events": {nil, [7]int{200, 200, 200, 200, 200, 401, 401}},
-	"GET /orgs":            {nil, [7]int{200, 200, 200, 200, 200, 401, 401}},
+	"GET /me":                         {nil, [7]int{200, 200, 200, 200, 200, 401, 401}},
+	"GET /me/audit-events":            {nil, [7]int{200, 200, 200, 200, 200, 401, 401}},
+	"GET /me/audit-events/checkpoint": {nil, [7]int{200, 200, 200, 200, 200, 401, 401}},
+	"GET /orgs":                       {nil, [7]int{200, 200, 200, 200, 200, 401, 401}},
 	"POST /orgs": {func(matrixFixture) any { return map[string]any{"name": uniqueName("Matrix Created")} },
 		[7]int{201, 201, 201, 201, 201, 401, 401}},
 	"GET /orgs/{organisation_id}": {nil, [7]int{200, 200, 200, 200, 403, 401, 401}},
@@ -61,9 +62,14 @@ var roleMatrix = map[string]struct {
 		[7]int{201, 201, 403, 403, 403, 401, 401}},
 	"DELETE /orgs/{organisation_id}/api-keys/{api_key_id}": {nil, [7]int{200, 200, 403, 403, 403, 401, 401}},
 
-	"GET /orgs/{organisation_id}/audit-events":        {nil, [7]int{200, 200, 403, 403, 403, 401, 401}},
-	"GET /orgs/{organisation_id}/audit-events/head":   {nil, [7]int{200, 200, 403, 403, 403, 401, 401}},
-	"GET /orgs/{organisation_id}/audit-events/export": {nil, [7]int{200, 200, 403, 403, 403, 401, 401}},
+	"GET /orgs/{organisation_id}/audit-events":            {nil, [7]int{200, 200, 403, 403, 403, 401, 401}},
+	"GET /orgs/{organisation_id}/audit-events/head":       {nil, [7]int{200, 200, 403, 403, 403, 401, 401}},
+	"GET /orgs/{organisation_id}/audit-events/export":     {nil, [7]int{200, 200, 403, 403, 403, 401, 401}},
+	"GET /orgs/{organisation_id}/audit-events/checkpoint": {nil, [7]int{200, 200, 403, 403, 403, 401, 401}},
+	// The matrix sends no query, so a caller who gets past authorization
+	// meets the missing sizes: 422 (ledger_test.go covers the 200s).
+	"GET /orgs/{organisation_id}/audit-events/proof/inclusion":   {nil, [7]int{422, 422, 403, 403, 403, 401, 401}},
+	"GET /orgs/{organisation_id}/audit-events/proof/consistency": {nil, [7]int{422, 422, 403, 403, 403, 401, 401}},
 }
 
 // selfRemoval is the expected status of DELETE
@@ -81,6 +87,7 @@ const (
 // publicRoutes need no credentials; every other route must be in roleMatrix.
 var publicRoutes = []string{
 	"GET /healthz", "GET /readyz", "GET /metrics", "POST /auth/register", "POST /auth/login",
+	"GET /ledger/verifier-key",
 }
 
 // TestRouteTableIsCovered denies by default: a route that is neither public
@@ -120,6 +127,7 @@ func TestPublicRoutesNeedNoCredentials(t *testing.T) {
 		{"GET /metrics", nil, 200},
 		{"POST /auth/register", registerBody(email), 201},
 		{"POST /auth/login", map[string]any{"email": email, "password": testPassword}, 200},
+		{"GET /ledger/verifier-key", nil, 200},
 	}
 	if len(tests) != len(publicRoutes) {
 		t.Fatalf("%d public routes checked, want all %d", len(tests), len(publicRoutes))

@@ -22,6 +22,9 @@ func (s *Server) routes() {
 		s.docsRoutes(r)
 	}
 
+	// The key that verifies every ledger checkpoint (audit.go, ledger.go).
+	r.Get("/ledger/verifier-key", s.handleVerifierKey())
+
 	// Anonymous routes, throttled per client address (throttle.go); login
 	// also per account, counting failures only.
 	r.Post("/auth/register", s.throttleAddress(s.limits.registerAddress, observability.AuthRegister, s.handleRegister()))
@@ -32,6 +35,7 @@ func (s *Server) routes() {
 		r.Use(s.requireUser, s.checkIfMatch)
 		r.Get("/me", s.handleMe())
 		r.Get("/me/audit-events", s.handleMyAuditEvents())
+		r.Get("/me/audit-events/checkpoint", s.handleMyAuditCheckpoint())
 
 		r.Post("/orgs", s.handleCreateOrganisation())
 		r.Get("/orgs", s.handleListOrganisations())
@@ -50,6 +54,9 @@ func (s *Server) routes() {
 		r.Get("/orgs/{organisation_id}/audit-events", s.handleListAuditEvents())
 		r.Get("/orgs/{organisation_id}/audit-events/head", s.handleAuditHead())
 		r.Get("/orgs/{organisation_id}/audit-events/export", s.handleExportAuditEvents())
+		r.Get("/orgs/{organisation_id}/audit-events/checkpoint", s.handleAuditCheckpoint())
+		r.Get("/orgs/{organisation_id}/audit-events/proof/inclusion", s.handleInclusionProof())
+		r.Get("/orgs/{organisation_id}/audit-events/proof/consistency", s.handleConsistencyProof())
 	})
 
 	// Project routes: a signed-in user, or an API key of the organisation.

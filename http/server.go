@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/saasapi/saasapi/auth"
 	"github.com/saasapi/saasapi/commands"
+	"github.com/saasapi/saasapi/eventstore"
 	"github.com/saasapi/saasapi/observability"
 )
 
@@ -34,6 +35,9 @@ type Deps struct {
 	Metrics     *observability.Metrics
 	Logger      *slog.Logger
 	DocsEnabled bool
+	// Ledger signs checkpoints of the ledgers' trees; nil gives a key
+	// generated for this server alone (tests), which serve never does.
+	Ledger *eventstore.LedgerSigner
 	// Ready reports whether the database answers and its schema is current;
 	// nil means only a ping.
 	Ready func(ctx context.Context) error
@@ -57,6 +61,9 @@ func NewServer(deps Deps) *Server {
 	}
 	if deps.Metrics == nil {
 		deps.Metrics = observability.NewMetrics()
+	}
+	if deps.Ledger == nil {
+		deps.Ledger = ephemeralLedgerSigner(deps.Info.AppName)
 	}
 	throttle := DefaultThrottle
 	if deps.Throttle != nil {

@@ -45,6 +45,12 @@ var uses = []indexUse{
 		[]any{"l1", time.Now()}, ""},
 	// The ledger lock.
 	{"ledgers_pkey", `SELECT last_sequence FROM ledgers WHERE ledger_id = $1 FOR UPDATE`, []any{"l1"}, ""},
+	// The Merkle tree: every proof and the check before a checkpoint read
+	// the stored hashes they need by index, in one query.
+	{"ledger_tree_hashes_pkey", `SELECT i.n, h.hash FROM unnest($2::bigint[]) WITH ORDINALITY AS i(idx, n)
+		JOIN ledger_tree_hashes h ON h.ledger_id = $1 AND h.hash_index = i.idx`, []any{"l1", []int64{3, 7, 12}}, ""},
+	// The last checkpoint signed for a ledger, read before signing the next.
+	{"ledger_checkpoints_pkey", `SELECT note FROM ledger_checkpoints WHERE ledger_id = $1`, []any{"l1"}, ""},
 	// The gate (a user still active), GET /me.
 	{"users_pkey", `SELECT is_active FROM users WHERE id = $1`, []any{"u1"}, ""},
 	// Sign-in, and the 409 email taken.

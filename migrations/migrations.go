@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io/fs"
 	"sort"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/tern/v2/migrate"
@@ -56,6 +57,36 @@ func Migrate(ctx context.Context, conn *pgx.Conn) (int32, error) {
 		return 0, fmt.Errorf("migrate: %w", err)
 	}
 	return m.GetCurrentVersion(ctx)
+}
+
+// MigrateTo brings the database behind conn to the given version; tests of
+// a migration use it to set up the schema that migration finds.
+func MigrateTo(ctx context.Context, conn *pgx.Conn, version int32) error {
+	m, err := newMigrator(ctx, conn)
+	if err != nil {
+		return err
+	}
+	if err := m.MigrateTo(ctx, version); err != nil {
+		return fmt.Errorf("migrate to version %d: %w", version, err)
+	}
+	return nil
+}
+
+// VersionNamed returns the version of the migration whose file name ends in
+// suffix (such as "_ledger_tree.sql"), or 0 when there is none, so that a
+// test of a migration sets up the schema just before it whatever its number.
+func VersionNamed(suffix string) int32 {
+	entries, err := fs.Glob(sqlFS(), "*.sql")
+	if err != nil {
+		panic(err)
+	}
+	sort.Strings(entries)
+	for i, name := range entries {
+		if strings.HasSuffix(name, suffix) {
+			return int32(i + 1)
+		}
+	}
+	return 0
 }
 
 // Latest returns the version the embedded migrations lead to.

@@ -58,6 +58,7 @@ type Metrics struct {
 	auditEvents     *prometheus.CounterVec
 	idemReplays     prometheus.Counter
 	idemConflicts   prometheus.Counter
+	ledgerIntegrity prometheus.Counter
 }
 
 // NewMetrics returns the service's metric families, with the Go runtime and
@@ -94,6 +95,8 @@ func NewMetrics() *Metrics {
 		}, []string{"action"}),
 		idemReplays:   counter("idempotency_replays_total", "Requests answered by replaying a stored idempotent response."),
 		idemConflicts: counter("idempotency_conflicts_total", "Idempotency keys reused with a different request body."),
+		ledgerIntegrity: counter("ledger_integrity_failures_total",
+			"Checkpoints refused because a ledger's stored tree does not extend the last checkpoint signed for it."),
 	}
 	m.registry.MustRegister(
 		collectors.NewGoCollector(),
@@ -101,7 +104,7 @@ func NewMetrics() *Metrics {
 		m.pool,
 		m.requests, m.requestDuration, m.authAttempts,
 		m.orgsCreated, m.projectsCreated, m.apiKeysCreated, m.apiKeysRevoked,
-		m.auditEvents, m.idemReplays, m.idemConflicts,
+		m.auditEvents, m.idemReplays, m.idemConflicts, m.ledgerIntegrity,
 	)
 	m.preinitialise()
 	// ContinueOnError: a failing collector (say, procfs unreadable in a
@@ -202,6 +205,15 @@ func (m *Metrics) IdempotencyReplay() {
 func (m *Metrics) IdempotencyConflict() {
 	if m != nil {
 		m.idemConflicts.Inc()
+	}
+}
+
+// LedgerIntegrityFailure records a checkpoint refused because the stored
+// tree does not extend the last signed one: the database was changed
+// behind the service's back. Alert on any increase.
+func (m *Metrics) LedgerIntegrityFailure() {
+	if m != nil {
+		m.ledgerIntegrity.Inc()
 	}
 }
 

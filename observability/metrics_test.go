@@ -62,6 +62,7 @@ func TestMetrics_EveryFamilyIsExposedFromStart(t *testing.T) {
 		"saas_api_audit_events_recorded_total":        "counter",
 		"saas_api_idempotency_replays_total":          "counter",
 		"saas_api_idempotency_conflicts_total":        "counter",
+		"saas_api_ledger_integrity_failures_total":    "counter",
 		"saas_api_db_pool_total_connections":          "gauge",
 		"saas_api_db_pool_idle_connections":           "gauge",
 		"saas_api_db_pool_acquired_connections":       "gauge",

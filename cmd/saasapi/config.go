@@ -50,6 +50,8 @@ type Config struct {
 	PasswordMinLength int           // PASSWORD_MIN_LENGTH, in characters
 	HTTPAddr          string        // HTTP_ADDR, the listen address
 	DevDir            string        // DEV_DIR, where dev keeps its PostgreSQL cluster
+	LedgerOrigin      string        // LEDGER_ORIGIN, the checkpoints' origin prefix; empty: derived from AppName
+	LedgerSigningKey  string        // LEDGER_SIGNING_KEY, the note signer key of the checkpoints (ledgerkey.go)
 	PprofAddr         string        // PPROF_ADDR, a loopback address for net/http/pprof; empty (default) for none
 	DataKey           string        // DATA_KEY, the key-encryption key of the people's data keys (dataKeyring)
 
@@ -75,17 +77,19 @@ func loadConfig(getenv func(string) string, defaultAddr string) (Config, error) 
 		return def
 	}
 	c := Config{
-		AppName:     get("APP_NAME", "multi-tenant-saas-api"),
-		AppVersion:  get("APP_VERSION", "0.1.0"),
-		Environment: get("ENVIRONMENT", "local"),
-		LogLevel:    get("LOG_LEVEL", "INFO"),
-		DatabaseURL: rewriteAsyncpgURL(get("DATABASE_URL", "")),
-		JWTSecret:   get("JWT_SECRET", placeholderJWTSecret),
-		JWTIssuer:   get("JWT_ISSUER", "multi-tenant-saas-api-local"),
-		HTTPAddr:    get("HTTP_ADDR", defaultAddr),
-		DevDir:      get("DEV_DIR", ".data"),
-		PprofAddr:   get("PPROF_ADDR", ""),
-		DataKey:     get("DATA_KEY", ""),
+		AppName:          get("APP_NAME", "multi-tenant-saas-api"),
+		AppVersion:       get("APP_VERSION", "0.1.0"),
+		Environment:      get("ENVIRONMENT", "local"),
+		LogLevel:         get("LOG_LEVEL", "INFO"),
+		DatabaseURL:      rewriteAsyncpgURL(get("DATABASE_URL", "")),
+		JWTSecret:        get("JWT_SECRET", placeholderJWTSecret),
+		JWTIssuer:        get("JWT_ISSUER", "multi-tenant-saas-api-local"),
+		HTTPAddr:         get("HTTP_ADDR", defaultAddr),
+		DevDir:           get("DEV_DIR", ".data"),
+		LedgerOrigin:     get("LEDGER_ORIGIN", ""),
+		LedgerSigningKey: get("LEDGER_SIGNING_KEY", ""),
+		PprofAddr:        get("PPROF_ADDR", ""),
+		DataKey:          get("DATA_KEY", ""),
 	}
 
 	var errs []error
@@ -125,6 +129,8 @@ func loadConfig(getenv func(string) string, defaultAddr string) (Config, error) 
 	}
 	errs = append(errs, checkPprofAddr(c.PprofAddr))
 
+	errs = append(errs, c.checkLedgerConfig())
+
 	if err := errors.Join(errs...); err != nil {
 		return Config{}, err
 	}
@@ -157,12 +163,6 @@ func (c Config) checkSecret() error {
 	}
 	return fmt.Errorf("%sJWT_SECRET %s, which is allowed only when %sENVIRONMENT is local or test (it is %q): set %sJWT_SECRET to a random secret of at least %d bytes",
 		envPrefix, problem, envPrefix, c.Environment, envPrefix, minJWTSecretBytes)
-}
-
-// relaxed reports a developer's machine or a test, where secrets may be
-// placeholders or generated.
-func (c Config) relaxed() bool {
-	return strings.EqualFold(c.Environment, "local") || strings.EqualFold(c.Environment, "test")
 }
 
 // rewriteAsyncpgURL turns the original service's postgresql+asyncpg:// URL

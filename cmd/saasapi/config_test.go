@@ -1,10 +1,14 @@
 package main
 
 import (
+	"io"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/saasapi/saasapi"
+	"github.com/saasapi/saasapi/eventstore"
 	apihttp "github.com/saasapi/saasapi/http"
 )
 
@@ -228,5 +232,39 @@ func TestLoadConfig_PlaceholderSecretRefusedInProduction(t *testing.T) {
 	}
 	if err := c.checkSecret(); err == nil {
 		t.Fatal("the placeholder JWT secret was accepted with ENVIRONMENT=production; want an error")
+	}
+}
+
+func TestLedgerSigningKeyConfig(t *testing.T) {
+	t.Parallel()
+	// Outside local and test, serve refuses to start without a key, as it
+	// does with a guessable JWT secret.
+	err := run(t.Context(), []string{"serve"}, environment(map[string]string{
+		"SAAS_API_ENVIRONMENT":  "production",
+		"SAAS_API_JWT_SECRET":   strings.Repeat("s", 32),
+		"SAAS_API_DATABASE_URL": "postgres://127.0.0.1:1/none",
+	}), io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "SAAS_API_LEDGER_SIGNING_KEY is required") {
+		t.Errorf("serve in production without a signing key: %v", err)
+	}
+	for name, value := range map[string]string{
+		"SAAS_API_LEDGER_SIGNING_KEY": "PRIVATE+KEY+not+a+key",
+		"SAAS_API_LEDGER_ORIGIN":      "has space",
+	} {
+		if _, err := loadConfig(envOf(map[string]string{name: value}), ":8000"); err == nil || !strings.Contains(err.Error(), name) {
+			t.Errorf("%s=%q: %v, want an error naming it", name, value, err)
+		}
+	}
+	key, err := eventstore.GenerateSigningKey("example.com/log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := loadConfig(envOf(map[string]string{"SAAS_API_LEDGER_SIGNING_KEY": key, "SAAS_API_ENVIRONMENT": "production"}), ":8000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := c.ledgerSigner(slog.New(slog.DiscardHandler))
+	if err != nil || s.Origin(saasapi.LedgerOrganisation, "01M00000000000000000000000") != "multi-tenant-saas-api/orgs/01M00000000000000000000000" {
+		t.Errorf("signer from the configured key: %v", err)
 	}
 }

@@ -2,45 +2,46 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
+	"log/slog"
+
 	"github.com/saasapi/saasapi"
 	"github.com/saasapi/saasapi/commands"
-	"io/fs"
-	"os"
-	"path/filepath"
-	"strings"
 )
 
-// devDataKeyFile is where local and test environments keep a generated
-// key-encryption key when SAAS_API_DATA_KEY is unset: under the dev data
-// directory, beside the cluster, never in the database.
-const devDataKeyFile = "secrets/data.key"
+// The key-encryption key of the people's data keys (docs/security.md,
+// personal data) is kept as the ledger signing key is (ledgerkey.go): never
+// in the database; required outside local and test; dev keeps a generated
+// one under its data directory, beside the signing key, so that the data
+// sealed before a restart opens after it; serve in local or test generates
+// one for the process.
+
+// devDataKeyFile is the file under SAAS_API_DEV_DIR holding dev's data key.
+const devDataKeyFile = "data.key"
 
 // placeholderDataKey is the public key of the Compose stack, its 32 bytes
 // used as they are; like the JWT placeholder it is refused outside local
 // and test.
 const placeholderDataKey = "local-placeholder-data-key-32byt"
 
-// dataKeyring returns the keyring of SAAS_API_DATA_KEY. Outside local and
-// test the variable is required; there, when it is unset, the key is read
-// from (or generated into) the dev data directory.
-func dataKeyring(cfg Config) (*saasapi.DataKeyring, error) {
+// dataKeyring returns the keyring of SAAS_API_DATA_KEY. Without a key it
+// refuses outside local and test, and otherwise generates one for this
+// process (logged, if logger is not nil).
+func dataKeyring(cfg Config, logger *slog.Logger) (*saasapi.DataKeyring, error) {
 	raw := cfg.DataKey
-	if raw == "" {
-		if !cfg.relaxed() {
-			return nil, fmt.Errorf("%s is required when %sENVIRONMENT is %q (only local and test generate one): set it to %d random bytes as 64 hex digits (openssl rand -hex 32), the same key for every replica, kept outside the database",
-				saasapi.EnvDataKey, envPrefix, cfg.Environment, saasapi.DataKeySize)
+	switch {
+	case raw == "" && !cfg.relaxed():
+		return nil, fmt.Errorf("%s is required when %sENVIRONMENT is not local or test (it is %q): set it to %d random bytes as 64 hex digits (openssl rand -hex 32), the same for every replica and operator command, kept outside the database",
+			saasapi.EnvDataKey, envPrefix, cfg.Environment, saasapi.DataKeySize)
+	case raw == "":
+		raw = saasapi.NewDataKEK()
+		if logger != nil {
+			logger.Warn("no " + saasapi.EnvDataKey + ": personal data is sealed under a key generated for this process, " +
+				"which later processes will not have (they refuse this database)")
 		}
-		var err error
-		if raw, err = devDataKey(cfg.DevDir); err != nil {
-			return nil, err
-		}
-	}
-	if raw == placeholderDataKey {
-		if cfg.relaxed() {
-			return saasapi.NewDataKeyring([]byte(raw))
-		}
+	case raw == placeholderDataKey && cfg.relaxed():
+		return saasapi.NewDataKeyring([]byte(raw))
+	case raw == placeholderDataKey:
 		return nil, fmt.Errorf("%s is the public local placeholder, which is allowed only when %sENVIRONMENT is local or test: set it to %d random bytes (openssl rand -hex 32)",
 			saasapi.EnvDataKey, envPrefix, saasapi.DataKeySize)
 	}
@@ -51,41 +52,16 @@ func dataKeyring(cfg Config) (*saasapi.DataKeyring, error) {
 	return saasapi.NewDataKeyring(kek)
 }
 
-// devDataKey reads the generated development key, creating it on first use.
+// devDataKey returns dev's data key from dir, generating and storing it
+// (readable by its owner only) on first use.
 func devDataKey(dir string) (string, error) {
-	path := filepath.Join(dir, devDataKeyFile)
-	b, err := os.ReadFile(path)
-	if err == nil {
-		return strings.TrimSpace(string(b)), nil
-	}
-	if !errors.Is(err, fs.ErrNotExist) {
-		return "", fmt.Errorf("read the development data key: %w", err)
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return "", fmt.Errorf("create the development data key: %w", err)
-	}
-	key := saasapi.NewDataKEK()
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if errors.Is(err, fs.ErrExist) {
-		return devDataKey(dir) // another process made it first
-	}
-	if err != nil {
-		return "", fmt.Errorf("create the development data key: %w", err)
-	}
-	_, err = f.WriteString(key + "\n")
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return "", fmt.Errorf("write the development data key: %w", err)
-	}
-	return key, nil
+	return devSecret(dir, devDataKeyFile, "data key", func() (string, error) { return saasapi.NewDataKEK(), nil })
 }
 
 // checkedKeyring returns the keyring after checking it against the
 // database's key check value.
 func checkedKeyring(ctx context.Context, cfg Config, q commands.Querier) (*saasapi.DataKeyring, error) {
-	keys, err := dataKeyring(cfg)
+	keys, err := dataKeyring(cfg, nil)
 	if err != nil {
 		return nil, err
 	}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"errors"
 	"io"
 	"os"
@@ -15,47 +14,44 @@ import (
 
 func TestDataKeyRequiredOutsideLocalAndTest(t *testing.T) {
 	t.Parallel()
-	_, err := dataKeyring(Config{Environment: "production", DevDir: t.TempDir()})
+	_, err := dataKeyring(Config{Environment: "production"}, nil)
 	if err == nil || !strings.Contains(err.Error(), "SAAS_API_DATA_KEY") {
 		t.Fatalf("production without a data key: %v, want a refusal naming SAAS_API_DATA_KEY", err)
 	}
-	if _, err := dataKeyring(Config{Environment: "production", DataKey: "not a key"}); err == nil || !strings.Contains(err.Error(), "SAAS_API_DATA_KEY") {
+	if _, err := dataKeyring(Config{Environment: "production", DataKey: "not a key"}, nil); err == nil || !strings.Contains(err.Error(), "SAAS_API_DATA_KEY") {
 		t.Fatalf("production with a malformed data key: %v", err)
 	}
-	if _, err := dataKeyring(Config{Environment: "production", DataKey: placeholderDataKey}); err == nil || !strings.Contains(err.Error(), "placeholder") {
+	if _, err := dataKeyring(Config{Environment: "production", DataKey: placeholderDataKey}, nil); err == nil || !strings.Contains(err.Error(), "placeholder") {
 		t.Fatalf("production with the placeholder data key: %v", err)
 	}
-	if _, err := dataKeyring(Config{Environment: "local", DataKey: placeholderDataKey}); err != nil {
+	if _, err := dataKeyring(Config{Environment: "local", DataKey: placeholderDataKey}, nil); err != nil {
 		t.Fatalf("local with the placeholder data key: %v", err)
 	}
-	if _, err := dataKeyring(Config{Environment: "production", DataKey: saasapi.NewDataKEK()}); err != nil {
+	if _, err := dataKeyring(Config{Environment: "production", DataKey: saasapi.NewDataKEK()}, nil); err != nil {
 		t.Fatalf("production with a data key: %v", err)
 	}
 }
 
-func TestDevGeneratesTheDataKeyOutsideTheDatabase(t *testing.T) {
+func TestDevKeepsTheDataKeyOutsideTheDatabase(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	cfg := Config{Environment: "local", DevDir: dir}
-	if _, err := dataKeyring(cfg); err != nil {
+	first, err := devDataKey(dir)
+	if err != nil {
 		t.Fatal(err)
 	}
 	path := filepath.Join(dir, devDataKeyFile)
-	first, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("no generated key at %s: %v", path, err)
+	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("dev data key file %s: %v, %v; want mode 0600", path, fi, err)
 	}
-	if fi, _ := os.Stat(path); fi.Mode().Perm() != 0o600 {
-		t.Errorf("generated key has mode %v, want 0600", fi.Mode().Perm())
+	again, err := devDataKey(dir)
+	if err != nil || again != first {
+		t.Fatalf("the dev data key changed between start-ups: %q then %q (%v)", first, again, err)
 	}
-	if _, err := dataKeyring(cfg); err != nil {
-		t.Fatal(err)
+	if _, err := dataKeyring(Config{Environment: "local", DataKey: first}, nil); err != nil {
+		t.Fatalf("dev data key does not load: %v", err)
 	}
-	if again, _ := os.ReadFile(path); !bytes.Equal(first, again) {
-		t.Fatal("the generated key changed between start-ups")
-	}
-	if _, err := saasapi.ParseDataKEK(string(first)); err != nil {
-		t.Fatalf("generated key does not parse: %v", err)
+	if _, err := dataKeyring(Config{Environment: "test"}, nil); err != nil {
+		t.Fatalf("test without a data key: %v, want one generated for the process", err)
 	}
 }
 

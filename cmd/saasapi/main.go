@@ -25,9 +25,19 @@ Usage:
                      address :8000); never starts a database
   saasapi migrate    apply the embedded migrations to SAAS_API_DATABASE_URL and
                      print the schema version
-  saasapi audit verify [--org ID]
-                     recompute every ledger's hash chain (or one
-                     organisation's) from the stored rows and check the heads
+  saasapi audit verify [--org ID] [--pin SEQUENCE:HASH]
+                     [--checkpoint FILE --key VERIFIER_KEY]
+                     recompute every ledger's hash chain and Merkle tree (or
+                     one organisation's) from the stored events and check the
+                     heads, the stored trees and a pinned hash or checkpoint
+  saasapi audit verify-export --checkpoint FILE --key VERIFIER_KEY [--file F]
+                     verify an NDJSON export against a signed checkpoint, with
+                     no database
+  saasapi audit monitor --url URL --org ID --token-file F --state DIR
+                     witness: check that the ledger extends the last
+                     checkpoint seen
+  saasapi audit keygen
+                     generate a checkpoint signing key
   saasapi projections rebuild
                      replay all events into the emptied read tables; writers
                      wait until it commits
@@ -110,7 +120,10 @@ var subcommands = []command{
 	{"migrate", migrateUsage, noFlags(func(ctx context.Context, env environment, stdout, stderr io.Writer) error {
 		return runMigrate(ctx, env, stdout, stderr)
 	})},
-	{"audit verify", auditUsage, auditVerifyFlags},
+	{"audit verify", auditVerifyUsage, auditVerifyFlags},
+	{"audit verify-export", verifyExportUsage, verifyExportFlags},
+	{"audit monitor", monitorUsage, monitorFlags},
+	{"audit keygen", keygenUsage, keygenFlags},
 	{"projections rebuild", projectionsRebuildUsage, noFlags(func(ctx context.Context, env environment, stdout, stderr io.Writer) error {
 		return runProjections(ctx, "rebuild", env, stdout, stderr)
 	})},

@@ -123,9 +123,6 @@ func start(t *testing.T, args []string, vars map[string]string) *started {
 	t.Helper()
 	addr := freePort(t)
 	vars["SAAS_API_HTTP_ADDR"] = addr
-	if _, ok := vars["SAAS_API_DEV_DIR"]; !ok {
-		vars["SAAS_API_DEV_DIR"] = t.TempDir() // where a generated data key goes
-	}
 	ctx, cancel := context.WithCancel(context.Background())
 	logs := &lockedBuffer{}
 	s := &started{addr: addr, logs: logs, exited: make(chan struct{})}
@@ -273,8 +270,16 @@ func TestDevKeepsDataAcrossRestarts(t *testing.T) {
 		t.Fatalf("the first dev lost its database after a refused second dev: %d %v", status, err)
 	}
 
+	firstKey := verifierKeyOf(t, first.addr)
 	if err := first.stop(); err != nil {
 		t.Fatalf("first run stopped with %v; logs:\n%s", err, first.logs.String())
+	}
+	keyDir := dir // the key lives with the cluster, wherever dev put it
+	if _, err := os.Stat(filepath.Join(dir, "CLUSTER-IS-ELSEWHERE.txt")); err == nil {
+		keyDir = relocatedDir(t, dir)
+	}
+	if fi, err := os.Stat(filepath.Join(keyDir, devKeyFile)); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("dev's ledger signing key file: %v, %v; want it private to its owner", fi, err)
 	}
 	for _, line := range []string{`"msg":"shutting down"`, `"msg":"local PostgreSQL stopped"`} {
 		if !strings.Contains(first.logs.String(), line) {
@@ -288,6 +293,9 @@ func TestDevKeepsDataAcrossRestarts(t *testing.T) {
 	status, body, err := post(second.addr, "/auth/login", credentials)
 	if err != nil || status != http.StatusOK || body["token_type"] != "bearer" {
 		t.Fatalf("login after restart: %d %v %v", status, body, err)
+	}
+	if key := verifierKeyOf(t, second.addr); key != firstKey {
+		t.Errorf("the verifier key changed across restarts: %q, then %q", firstKey, key)
 	}
 	if err := second.stop(); err != nil {
 		t.Fatalf("second run stopped with %v", err)
@@ -318,6 +326,21 @@ func TestServeKeepsDocsOff(t *testing.T) {
 	if status, _, err := get(s.addr, "/docs"); err != nil || status != http.StatusNotFound {
 		t.Errorf("serve: GET /docs = %d %v, want 404", status, err)
 	}
+}
+
+// verifierKeyOf fetches the ledger verifier key of the server at addr.
+func verifierKeyOf(t *testing.T, addr string) string {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/ledger/verifier-key") //nolint:noctx // a test's one-off request
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK || !strings.Contains(string(b), "+") {
+		t.Fatalf("GET /ledger/verifier-key: %d %q %v", resp.StatusCode, b, err)
+	}
+	return string(b)
 }
 
 // TestServeIsNotReadyUntilMigrated starts serve against an empty database:

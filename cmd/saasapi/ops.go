@@ -24,10 +24,27 @@ import (
 // see). Results go to stdout, progress to stderr; a failed check returns an
 // error, so the exit status is non-zero.
 
-const auditUsage = `Usage: saasapi audit verify [--org ID]
+const auditUsage = `Usage: saasapi audit verify [--org ID] [--pin SEQUENCE:HASH] [--checkpoint FILE --key VERIFIER_KEY]
+       saasapi audit verify-export --checkpoint FILE --key VERIFIER_KEY [--file EXPORT]
+       saasapi audit monitor --url BASE_URL --org ID --token-file F --state DIR [--key VERIFIER_KEY]
+       saasapi audit keygen [--name NAME]
 
-Recompute the hash chain of every ledger (or of one organisation's) from the
-stored rows and check it against the ledgers' heads; see docs/audit.md.
+verify recomputes the hash chain and Merkle tree of every ledger (or one
+organisation's) from the stored events; verify-export checks an export
+against a signed checkpoint with no database; monitor is a witness run from
+another machine; keygen makes a checkpoint signing key. Exit status: 0
+verified, 1 integrity failure, 2 usage. See docs/audit.md.
+`
+
+const auditVerifyUsage = `Usage: saasapi audit verify [--org ID] [--pin SEQUENCE:HASH] [--checkpoint FILE --key VERIFIER_KEY]
+
+Recompute the hash chain and the Merkle tree of every ledger (or of one
+organisation's) from the stored events and check them against the ledgers'
+rows and stored tree hashes. --pin also requires the event at SEQUENCE to
+have exactly that hash (hex); --checkpoint requires the root of the tree
+recomputed from the events at the checkpoint's size to be the root signed in
+it, and names the ledger by the checkpoint's origin. Exit status: 0
+verified, 1 integrity failure, 2 usage. See docs/audit.md.
 `
 
 const projectionsUsage = `Usage:
@@ -52,13 +69,17 @@ with the live ones; print the rows that differ. Changes nothing.
 // auditVerifyFlags defines the flags of `saasapi audit verify`.
 func auditVerifyFlags(fs *flag.FlagSet) action {
 	org := fs.String("org", "", "verify only the ledger of this organisation (its ID)")
+	var ev evidence
+	fs.Var(&ev.pin, "pin", "require the event at SEQUENCE to have HASH (hex), as SEQUENCE:HASH")
+	fs.StringVar(&ev.checkpoint, "checkpoint", "", "require the tree to match this signed checkpoint `file`")
+	fs.StringVar(&ev.key, "key", "", "the checkpoint's verifier key, or a file holding it")
 	return func(ctx context.Context, env environment, stdout, stderr io.Writer) error {
-		return runAuditVerify(ctx, *org, env, stdout, stderr)
+		return runAuditVerify(ctx, *org, ev, env, stdout, stderr)
 	}
 }
 
 // runAuditVerify runs `saasapi audit verify`.
-func runAuditVerify(ctx context.Context, org string, env environment, stdout, stderr io.Writer) error {
+func runAuditVerify(ctx context.Context, org string, ev evidence, env environment, stdout, stderr io.Writer) error {
 	var orgID saasapi.ID
 	if org != "" {
 		id, err := saasapi.ParseID(org)
@@ -67,12 +88,20 @@ func runAuditVerify(ctx context.Context, org string, env environment, stdout, st
 		}
 		orgID = id
 	}
+	cp, orgID, err := ev.resolve(orgID, stderr)
+	if err != nil {
+		return err
+	}
 
 	pool, err := opsPool(ctx, env, stderr, "audit verify")
 	if err != nil {
 		return err
 	}
 	defer pool.Close()
+
+	if ev.pin.set || cp != nil {
+		return verifyEvidence(ctx, pool, orgID, ev.pin, cp, stdout)
+	}
 
 	if orgID != "" {
 		n, err := eventstore.VerifyLedger(ctx, pool, orgID)

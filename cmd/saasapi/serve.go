@@ -102,6 +102,18 @@ func runDev(ctx context.Context, env environment, stdout, _ io.Writer) (err erro
 		attrs = append(attrs, slog.String("relocated_from", from))
 	}
 	logger.Info("local PostgreSQL running in "+cluster.Dir(), attrs...)
+	if cfg.LedgerSigningKey == "" {
+		if cfg.LedgerSigningKey, err = devSigningKey(cluster.Dir(), cfg.ledgerOrigin()); err != nil {
+			return err
+		}
+		logger.Info("ledger checkpoints signed with the dev key", slog.String("file", filepath.Join(cluster.Dir(), devKeyFile)))
+	}
+	if cfg.DataKey == "" {
+		if cfg.DataKey, err = devDataKey(cluster.Dir()); err != nil {
+			return err
+		}
+		logger.Info("personal data sealed under the dev data key", slog.String("file", filepath.Join(cluster.Dir(), devDataKeyFile)))
+	}
 	version, err := migrate(ctx, url)
 	if err != nil {
 		return err
@@ -190,7 +202,15 @@ func serve(ctx context.Context, cfg Config, databaseURL string, logger *slog.Log
 	if err := cfg.checkSecret(); err != nil {
 		return err
 	}
-	keys, err := dataKeyring(cfg)
+	ledger, err := cfg.ledgerSigner(logger)
+	if err != nil {
+		return err
+	}
+	ledger.OnOtherKey = func(id saasapi.ID) {
+		logger.Warn("the last checkpoint signed for a ledger carries no signature of the current key (a key rotation, "+
+			"or a row written by someone else); it cannot be checked, and a new one is signed", slog.String("ledger_id", string(id)))
+	}
+	keys, err := dataKeyring(cfg, logger)
 	if err != nil {
 		return err
 	}
@@ -234,6 +254,7 @@ func serve(ctx context.Context, cfg Config, databaseURL string, logger *slog.Log
 		Metrics:     metrics,
 		Logger:      logger,
 		DocsEnabled: cfg.DocsEnabled,
+		Ledger:      ledger,
 		Ready:       readiness(pool, keys),
 		Throttle: &apihttp.Throttle{
 			LoginAccountFailures: cfg.LoginAccountRate,
