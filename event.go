@@ -14,6 +14,7 @@ const (
 	EventUserRegistered      = "user.registered"
 	EventUserLoggedIn        = "user.logged_in"
 	EventUserLoginFailed     = "user.login_failed"
+	EventUserErased          = "user.erased"
 	EventOrganisationCreated = "organisation.created"
 	EventOrganisationUpdated = "organisation.updated"
 	EventMemberAdded         = "member.added"
@@ -107,6 +108,10 @@ type UserRegistered struct {
 	Email       string `json:"email" personal:"true"`
 	DisplayName string `json:"display_name" personal:"true"`
 }
+
+// UserErased is the payload of user.erased: the person's data key was
+// destroyed with it, their sealed fields read as erased from then on.
+type UserErased struct{}
 
 // UserLoggedIn is the payload of user.logged_in.
 type UserLoggedIn struct{}
@@ -217,6 +222,7 @@ func (o *OptionalString) UnmarshalJSON(b []byte) error {
 var payloadTypes = map[string]func() any{
 	EventUserRegistered:      func() any { return &UserRegistered{} },
 	EventUserLoggedIn:        func() any { return &UserLoggedIn{} },
+	EventUserErased:          func() any { return &UserErased{} },
 	EventUserLoginFailed:     func() any { return &UserLoginFailed{} },
 	EventOrganisationCreated: func() any { return &OrganisationCreated{} },
 	EventOrganisationUpdated: func() any { return &OrganisationUpdated{} },

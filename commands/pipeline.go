@@ -38,6 +38,9 @@ type command struct {
 	// perm); userGate gates a route that belongs to the signed-in user.
 	perm     saasapi.Permission
 	userGate bool
+	// operator, when set, is the access of a command on the organisation
+	// ledger that no role gate decides (saasapi.OperatorAccess).
+	operator *saasapi.Access
 	// idem, when set, makes the command execute once per key; idemOrg is
 	// the organisation of its scope ("" for POST /orgs).
 	idem    *Idempotency
@@ -122,8 +125,11 @@ func (s *Service) runOnce(ctx context.Context, c command) (recorded []saasapi.Ev
 		// Tenant reads are scoped by the gate; a command without one (on
 		// a user's own ledger) has no tenant scope to read in.
 		var sc projections.Scope
-		if gate != nil {
+		switch {
+		case gate != nil:
 			sc = gate
+		case c.operator != nil:
+			sc = projections.Within(*c.operator)
 		}
 		if err := c.load(first, sc); err != nil {
 			return nil, Outcome{}, err
@@ -142,6 +148,11 @@ func (s *Service) runOnce(ctx context.Context, c command) (recorded []saasapi.Ev
 		if access, err = gate.Access(); err != nil {
 			return nil, Outcome{}, err
 		}
+		if !locked.Found || head.LedgerType != saasapi.LedgerOrganisation {
+			return nil, Outcome{}, saasapi.Errorf(saasapi.ENOTFOUND, saasapi.MsgOrgNotFound)
+		}
+	case c.operator != nil:
+		access = *c.operator
 		if !locked.Found || head.LedgerType != saasapi.LedgerOrganisation {
 			return nil, Outcome{}, saasapi.Errorf(saasapi.ENOTFOUND, saasapi.MsgOrgNotFound)
 		}

@@ -199,7 +199,7 @@ func TestWrongMethod(t *testing.T) {
 		{"POST", "/readyz", "GET"},
 		{"PUT", "/metrics", "GET"},
 		{"GET", "/auth/login", "POST"},
-		{"POST", "/me", "GET"},
+		{"POST", "/me", "GET, DELETE"},
 		{"DELETE", "/orgs", "GET, POST"},
 		{"PUT", "/orgs/" + org, "GET, PATCH"},
 		{"DELETE", "/orgs/" + org, "GET, PATCH"},

@@ -34,6 +34,7 @@ type opsWorld struct {
 	pool   *pgxpool.Pool // superuser
 	org    saasapi.ID
 	events int64
+	users  []saasapi.ID // the owner, then a member
 }
 
 func newOpsWorld(t *testing.T) opsWorld {
@@ -76,7 +77,7 @@ func newOpsWorld(t *testing.T) opsWorld {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return opsWorld{url: db.URL, pool: db.Pool, org: org.ID, events: n}
+	return opsWorld{url: db.URL, pool: db.Pool, org: org.ID, events: n, users: users}
 }
 
 // runOps runs the program with the world's database URL.

@@ -25,3 +25,5 @@ ALTER TABLE users ALTER COLUMN display_name DROP NOT NULL;
 
 GRANT SELECT, INSERT, DELETE ON person_keys TO saas_api_app;
 GRANT SELECT, INSERT ON data_key_check TO saas_api_app;
+-- Erasure deletes the person's credentials.
+GRANT DELETE ON user_credentials TO saas_api_app;
