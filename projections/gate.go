@@ -163,14 +163,20 @@ func QueueUserActive(b *pgx.Batch, userID saasapi.ID, active *bool) {
 	b.Queue(`SELECT `+UserGate(1), userID).QueryRow(func(row pgx.Row) error { return row.Scan(active) })
 }
 
-// queueGatedOne queues the gate and the read of at most one row of table
-// as a single statement, for the hottest reads: the gate's row is joined
-// to the row, which the join's condition (on, plus the gate's grant)
-// leaves out unless access is granted. on uses $1 for the organisation
-// and the args from $n on, where n follows the gate's own arguments; cols
-// are the row's columns in the order scan reads them.
-func queueGatedOne[T any](b *pgx.Batch, g *Gate, table, cols, on string, scan func(pgx.Row) (T, error),
-	dst *Lookup[T], args func(n int) (string, []any),
+// queueGatedOne queues the gate and the read of at most one row as a
+// single statement, for the hottest reads: the gate's row is joined to
+// the row, which the join's condition (on, plus the gate's grant) leaves
+// out unless access is granted. row returns the FROM item that finds the
+// row by its key (a subquery, using $1 for the organisation and the args
+// from $n on, where n follows the gate's own arguments) and those args; on
+// refers to it as t; cols are the row's columns in the order scan reads
+// them, and id is a column that is never NULL in a row found.
+//
+// The gate is fenced (OFFSET 0) so that its three probes run once: pulled
+// up into the join, each would be planned twice, in the select list and in
+// the join's condition.
+func queueGatedOne[T any](b *pgx.Batch, g *Gate, cols, id, on string, scan func(pgx.Row) (T, error),
+	dst *Lookup[T], row func(n int) (string, []any),
 ) {
 	var gate, granted string
 	gargs := []any{g.OrgID}
@@ -185,9 +191,9 @@ func queueGatedOne[T any](b *pgx.Batch, g *Gate, table, cols, on string, scan fu
 		granted = `g.caller_ok AND g.org_exists AND g.role = ANY(g.holders)`
 		gargs = append(gargs, g.Principal.UserID, g.holders())
 	}
-	cond, qargs := args(len(gargs) + 1)
-	sql := `SELECT g.caller_ok, g.org_exists, g.role, t.ctid IS NOT NULL, ` + cols + `
-		FROM (` + gate + `) g LEFT JOIN ` + table + ` t ON ` + on + cond + ` AND ` + granted
+	from, qargs := row(len(gargs) + 1)
+	sql := `SELECT g.caller_ok, g.org_exists, g.role, t.` + id + ` IS NOT NULL, ` + cols + `
+		FROM (` + gate + ` OFFSET 0) g LEFT JOIN ` + from + ` t ON ` + on + ` AND ` + granted
 	b.Queue(sql, append(gargs, qargs...)...).Query(func(rows pgx.Rows) error {
 		defer rows.Close()
 		if !rows.Next() {

@@ -55,8 +55,8 @@ func main() {
 		"then time page 1 of the audit and project lists")
 	flag.StringVar(&o.logLevel, "log-level", "warn", "SAAS_API_LOG_LEVEL of the served process")
 	flag.BoolVar(&o.keep, "keep", false, "print the database URL and keep the cluster running until Ctrl-C")
-	flag.StringVar(&o.profile, "cpuprofile", "", "write CPU profiles of the served process, one per service workload of "+
-		"the first round, to files named after this prefix (served through SAAS_API_PPROF_ADDR)")
+	flag.StringVar(&o.profile, "cpuprofile", "", "write CPU profiles of the served process, one per service workload and "+
+		"round, to files named after this prefix (served through SAAS_API_PPROF_ADDR)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -95,8 +95,14 @@ func run(ctx context.Context, o options) (err error) {
 		err = errors.Join(err, cluster.Stop(stopCtx))
 	}()
 	dbURL := cluster.URL(pgcluster.AppDatabase)
+	// Outside local and test the service wants a checkpoint signing key.
+	key, err := exec.CommandContext(ctx, bin, "audit", "keygen").Output()
+	if err != nil {
+		return fmt.Errorf("audit keygen: %w", err)
+	}
 	env := append(os.Environ(), "SAAS_API_DATABASE_URL="+dbURL,
 		"SAAS_API_JWT_SECRET=benchmark-secret-that-is-long-enough-for-hs256",
+		"SAAS_API_LEDGER_SIGNING_KEY="+strings.TrimSpace(string(key)),
 		"SAAS_API_LOG_LEVEL="+o.logLevel, "SAAS_API_ENVIRONMENT=benchmark")
 	if out, err := command(ctx, env, bin, "migrate").CombinedOutput(); err != nil {
 		return fmt.Errorf("migrate: %w: %s", err, out)
@@ -160,9 +166,9 @@ func run(ctx context.Context, o options) (err error) {
 				return err
 			}
 			var profiled chan error
-			if pprofAddr != "" && round == 1 && !w.pg {
+			if pprofAddr != "" && !w.pg {
 				profiled = make(chan error, 1)
-				name := o.profile + strings.NewReplacer(" ", "-", "/", "-").Replace(w.name) + ".pprof"
+				name := fmt.Sprintf("%s%s-r%d.pprof", o.profile, strings.NewReplacer(" ", "-", "/", "-").Replace(w.name), round)
 				go func() { profiled <- cpuProfile(ctx, pprofAddr, o.duration-time.Second, name) }()
 			}
 			res, err := w.run(ctx)
