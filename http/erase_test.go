@@ -3,6 +3,7 @@ package http_test
 import (
 	"context"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 
@@ -22,10 +23,13 @@ func TestEraseMe(t *testing.T) {
 	t.Parallel()
 	e := setup(t)
 	owner, _ := e.registerNamed()
-	person, _ := e.registerNamed()
+	person, personName := e.registerNamed()
 	org := e.createOrg(owner, uniqueName("Org"))
 	e.addMember(owner, org, person, "admin")
 	project := e.createProject(person.Token, org, map[string]any{"name": "Kept"})
+	// An idempotent write of the person's, whose record keeps its response.
+	want(t, e.do(req{method: "POST", path: "/orgs/" + org + "/projects", token: person.Token,
+		header: map[string]string{"Idempotency-Key": "erase-1"}, body: map[string]any{"name": "Idem"}}), http.StatusCreated)
 
 	want(t, e.do(req{method: "DELETE", path: "/me", token: person.Token, body: map[string]any{"password": "not the password"}}),
 		http.StatusUnauthorized, saasapi.MsgInvalidCredentials)
@@ -64,6 +68,18 @@ func TestEraseMe(t *testing.T) {
 	want(t, got, http.StatusOK)
 	if got.Body["created_by_user_id"] != person.ID {
 		t.Errorf("project lost its creator's ID: %v", got.Body)
+	}
+
+	// Nothing kept elsewhere names the erased person: not the idempotency
+	// records, not the logs.
+	var records string
+	if err := e.db.Pool.QueryRow(context.Background(), `SELECT coalesce(string_agg(r::text, ' '), '') FROM idempotency_records r`).Scan(&records); err != nil {
+		t.Fatal(err)
+	}
+	for what, text := range map[string]string{"idempotency_records": records, "logs": e.logs.String()} {
+		if strings.Contains(strings.ToLower(text), strings.ToLower(person.Email)) || strings.Contains(text, personName) {
+			t.Errorf("%s hold the erased person's email or name", what)
+		}
 	}
 
 	r := e.do(req{method: "POST", path: "/auth/register", body: map[string]any{
