@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -47,5 +48,37 @@ func TestUsersErase(t *testing.T) {
 	var email string
 	if err := w.pool.QueryRow(ctx, `SELECT email FROM users WHERE id = $1`, owner).Scan(&email); err != nil || email != "owner@example.com" {
 		t.Fatalf("the rebuild lost a live user's email: %q, %v", email, err)
+	}
+}
+
+// TestCheckpointsVerifyAfterAnErasure: a checkpoint signed before an
+// erasure still verifies after it, against the database and against an
+// export: the erasure appends, and what it deletes is outside the ledgers.
+func TestCheckpointsVerifyAfterAnErasure(t *testing.T) {
+	t.Parallel()
+	w := newLedgerWorld(t)
+	var reg struct {
+		User struct{ ID saasapi.ID } `json:"user"`
+	}
+	if err := json.Unmarshal(w.call("POST", "/auth/register",
+		`{"email":"leaver@example.com","password":"correct horse battery","display_name":"Leaver"}`, 201), &reg); err != nil {
+		t.Fatal(err)
+	}
+	w.call("POST", "/orgs/"+string(w.org)+"/members", `{"user_id":"`+string(reg.User.ID)+`","role":"member"}`, 201)
+	cp := w.file("checkpoint", w.checkpoint())
+	vars := map[string]string{"SAAS_API_DATABASE_URL": w.db.URL, "SAAS_API_DATA_KEY": testDataKey}
+	if _, _, err := cli(t, vars, "users", "erase", "--user", string(reg.User.ID)); err != nil {
+		t.Fatalf("users erase: %v", err)
+	}
+	if out, _, err := cli(t, vars, "audit", "verify", "--checkpoint", cp, "--key", w.vkey); err != nil {
+		t.Fatalf("audit verify --checkpoint after an erasure: %v\n%s", err, out)
+	}
+	export := w.file("export.ndjson", []byte(strings.Join(w.export(), "\n")+"\n"))
+	if out, _, err := cli(t, nil, "audit", "verify-export", "--checkpoint", w.file("after", w.checkpoint()), "--key", w.vkey,
+		"--file", export); err != nil {
+		t.Fatalf("verify-export after an erasure: %v\n%s", err, out)
+	}
+	if !strings.Contains(strings.Join(w.export(), "\n"), `"member.removed"`) {
+		t.Error("the organisation's export does not show the erased member's removal")
 	}
 }
