@@ -195,6 +195,11 @@ func opsKeyring(ctx context.Context, env environment, q commands.Querier) (*saas
 	if err != nil {
 		return nil, err
 	}
+	// Never a generated key: on a database that has no key check value
+	// yet, it would bind the database to a key nobody keeps.
+	if cfg.DataKey == "" {
+		return nil, fmt.Errorf("%s is required (dev keeps its key in %s under its data directory)", saasapi.EnvDataKey, devDataKeyFile)
+	}
 	return checkedKeyring(ctx, cfg, q)
 }
 

@@ -30,6 +30,10 @@ func TestUsersErase(t *testing.T) {
 	if _, _, err := w.run(t, "users", "erase", "--user", "nonsense"); !errors.Is(err, errUsage) {
 		t.Fatalf("a malformed ID: %v, want a usage error", err)
 	}
+	if _, _, err := cli(t, map[string]string{"SAAS_API_DATABASE_URL": w.url}, "users", "erase", "--user", string(member)); err == nil ||
+		!strings.Contains(err.Error(), "SAAS_API_DATA_KEY is required") {
+		t.Fatalf("users erase without a data key: %v, want a refusal naming SAAS_API_DATA_KEY", err)
+	}
 	tombstone := func(when string) {
 		t.Helper()
 		var n int
