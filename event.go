@@ -3,6 +3,8 @@ package saasapi
 import (
 	"encoding/json"
 	"fmt"
+	"reflect"
+	"strings"
 	"time"
 )
 
@@ -12,6 +14,7 @@ const (
 	EventUserRegistered      = "user.registered"
 	EventUserLoggedIn        = "user.logged_in"
 	EventUserLoginFailed     = "user.login_failed"
+	EventUserErased          = "user.erased"
 	EventOrganisationCreated = "organisation.created"
 	EventOrganisationUpdated = "organisation.updated"
 	EventMemberAdded         = "member.added"
@@ -94,11 +97,21 @@ type Event struct {
 // what auditors need; by construction they hold no secret material (no
 // password, hash, raw key or token), which is why the audit view can show them.
 
+// Personal data. A payload field tagged `personal:"true"` identifies a
+// person: it is stored sealed with that person's data key (package
+// personal), never in plain text, and becomes unreadable when the person is
+// erased. Such fields may appear only in events of a user's own ledger,
+// whose owner is the person they describe; their values must be strings.
+
 // UserRegistered is the payload of user.registered.
 type UserRegistered struct {
-	Email       string `json:"email"`
-	DisplayName string `json:"display_name"`
+	Email       string `json:"email" personal:"true"`
+	DisplayName string `json:"display_name" personal:"true"`
 }
+
+// UserErased is the payload of user.erased: the person's data key was
+// destroyed with it, their sealed fields read as erased from then on.
+type UserErased struct{}
 
 // UserLoggedIn is the payload of user.logged_in.
 type UserLoggedIn struct{}
@@ -209,6 +222,7 @@ func (o *OptionalString) UnmarshalJSON(b []byte) error {
 var payloadTypes = map[string]func() any{
 	EventUserRegistered:      func() any { return &UserRegistered{} },
 	EventUserLoggedIn:        func() any { return &UserLoggedIn{} },
+	EventUserErased:          func() any { return &UserErased{} },
 	EventUserLoginFailed:     func() any { return &UserLoginFailed{} },
 	EventOrganisationCreated: func() any { return &OrganisationCreated{} },
 	EventOrganisationUpdated: func() any { return &OrganisationUpdated{} },
@@ -244,3 +258,28 @@ func DecodePayload(e Event) (any, error) {
 	}
 	return v, nil
 }
+
+// personalFields maps each event type to the JSON names of its personal
+// fields, from the struct tags of its payload.
+var personalFields = func() map[string][]string {
+	m := map[string][]string{}
+	for typ, mk := range payloadTypes {
+		t := reflect.TypeOf(mk()).Elem()
+		for i := range t.NumField() {
+			f := t.Field(i)
+			if f.Tag.Get("personal") != "true" {
+				continue
+			}
+			if f.Type.Kind() != reflect.String {
+				panic("saasapi: personal field " + typ + "." + f.Name + " is not a string")
+			}
+			name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+			m[typ] = append(m[typ], name)
+		}
+	}
+	return m
+}()
+
+// PersonalFields returns the JSON names of the personal fields of an event
+// type's payload (none for most types).
+func PersonalFields(eventType string) []string { return personalFields[eventType] }

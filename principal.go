@@ -47,6 +47,13 @@ type Access struct {
 	granted        bool
 }
 
+// OperatorAccess is the access of an operator's command on an organisation
+// (an erasure that ends a person's memberships), which no role gate
+// decides: the operator acts on the database's behalf.
+func OperatorAccess(p Principal, orgID ID) Access {
+	return Access{Principal: p, OrganisationID: orgID, Role: RoleOwner, granted: true}
+}
+
 // Granted reports whether the access was produced by a successful Authorize.
 func (a Access) Granted() bool { return a.granted }
 

@@ -45,6 +45,7 @@ type Service struct {
 	pending           inFlight
 	onBackgroundError func(error)
 	failures          *loginFailures
+	keys              *saasapi.DataKeyring
 }
 
 // Config holds what the commands need besides the database.
@@ -64,6 +65,9 @@ type Config struct {
 	// summed into one user.login_failed event; zero means
 	// DefaultLoginFailureWindow.
 	LoginFailureWindow time.Duration
+	// Keys wraps the people's data keys (required: personal data is never
+	// written in plain text).
+	Keys *saasapi.DataKeyring
 }
 
 // New returns a Service.
@@ -76,6 +80,10 @@ func New(pool *pgxpool.Pool, cfg Config) *Service {
 		now:               cfg.Now,
 		onCommit:          cfg.OnCommit,
 		onBackgroundError: cfg.OnBackgroundError,
+		keys:              cfg.Keys,
+	}
+	if s.keys == nil {
+		panic("commands: Config.Keys is required")
 	}
 	if s.now == nil {
 		s.now = time.Now
@@ -90,6 +98,9 @@ func New(pool *pgxpool.Pool, cfg Config) *Service {
 	s.failures = &loginFailures{window: window, open: map[saasapi.ID]*failureWindow{}, record: s.recordLoginFailure}
 	return s
 }
+
+// Keys returns the keyring that wraps the people's data keys.
+func (s *Service) Keys() *saasapi.DataKeyring { return s.keys }
 
 // backgroundTimeout bounds a write that runs after its request was answered.
 const backgroundTimeout = 30 * time.Second

@@ -2,6 +2,7 @@ package commands
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 
@@ -37,6 +38,9 @@ type command struct {
 	// perm); userGate gates a route that belongs to the signed-in user.
 	perm     saasapi.Permission
 	userGate bool
+	// operator, when set, is the access of a command on the organisation
+	// ledger that no role gate decides (saasapi.OperatorAccess).
+	operator *saasapi.Access
 	// idem, when set, makes the command execute once per key; idemOrg is
 	// the organisation of its scope ("" for POST /orgs).
 	idem    *Idempotency
@@ -55,6 +59,10 @@ type command struct {
 	// runs after decide and before the second batch is sent, on what
 	// decide recorded.
 	render func(recorded []saasapi.Event) (Rendered, error)
+	// dataKey is the data key of the person whose ledger this is, when
+	// its events carry personal fields: they are sealed with it, and the
+	// projections see them in plain text.
+	dataKey []byte
 }
 
 // run executes c once; when its idempotency record expired and was pruned
@@ -117,8 +125,11 @@ func (s *Service) runOnce(ctx context.Context, c command) (recorded []saasapi.Ev
 		// Tenant reads are scoped by the gate; a command without one (on
 		// a user's own ledger) has no tenant scope to read in.
 		var sc projections.Scope
-		if gate != nil {
+		switch {
+		case gate != nil:
 			sc = gate
+		case c.operator != nil:
+			sc = projections.Within(*c.operator)
 		}
 		if err := c.load(first, sc); err != nil {
 			return nil, Outcome{}, err
@@ -137,6 +148,11 @@ func (s *Service) runOnce(ctx context.Context, c command) (recorded []saasapi.Ev
 		if access, err = gate.Access(); err != nil {
 			return nil, Outcome{}, err
 		}
+		if !locked.Found || head.LedgerType != saasapi.LedgerOrganisation {
+			return nil, Outcome{}, saasapi.Errorf(saasapi.ENOTFOUND, saasapi.MsgOrgNotFound)
+		}
+	case c.operator != nil:
+		access = *c.operator
 		if !locked.Found || head.LedgerType != saasapi.LedgerOrganisation {
 			return nil, Outcome{}, saasapi.Errorf(saasapi.ENOTFOUND, saasapi.MsgOrgNotFound)
 		}
@@ -160,10 +176,19 @@ func (s *Service) runOnce(ctx context.Context, c command) (recorded []saasapi.Ev
 	if err != nil {
 		return nil, Outcome{}, err
 	}
+	plain := make([]json.RawMessage, len(evs))
+	for i := range evs {
+		if plain[i], err = saasapi.SealPersonal(c.dataKey, &evs[i]); err != nil {
+			return nil, Outcome{}, err
+		}
+	}
 	if recorded, err = eventstore.Append(second, &head, evs); err != nil {
 		return nil, Outcome{}, err
 	}
-	for _, e := range recorded {
+	for i, e := range recorded {
+		if plain[i] != nil {
+			e.Payload = plain[i]
+		}
 		if err := projections.Apply(second, e); err != nil {
 			return nil, Outcome{}, err
 		}

@@ -122,9 +122,12 @@ func (s *Service) Register(ctx context.Context, meta Meta, in RegisterInput) (pr
 	// The new user is the actor of their own registration.
 	meta.Principal = saasapi.UserPrincipal(userID)
 	var user projections.Lookup[projections.User]
-	c := command{meta: meta, ledger: userID, newLedger: saasapi.LedgerUser}
+	// The person's data key seals their email and display name in the
+	// event; it is stored wrapped, beside (never inside) the events.
+	c := command{meta: meta, ledger: userID, newLedger: saasapi.LedgerUser, dataKey: saasapi.NewDataKey()}
 	c.decide = func(_ saasapi.Access, head eventstore.Head, b *pgx.Batch) ([]saasapi.NewEvent, error) {
 		b.Queue(`INSERT INTO user_credentials (user_id, password_hash) VALUES ($1, $2)`, userID, hash)
+		queueStoreDataKey(b, s.keys, userID, c.dataKey)
 		return one(s.newEvent(meta, head, saasapi.StreamUser, userID, 1, saasapi.EventUserRegistered,
 			saasapi.UserRegistered{Email: in.Email, DisplayName: in.DisplayName}))
 	}
@@ -182,6 +185,9 @@ func (s *Service) Login(ctx context.Context, meta Meta, email, password string) 
 	}
 	meta.Principal = saasapi.UserPrincipal(userID)
 	if err := s.appendToUser(ctx, meta, userID, saasapi.EventUserLoggedIn, saasapi.UserLoggedIn{}); err != nil {
+		if saasapi.ErrorCode(err) == saasapi.ENOTFOUND {
+			return LoginResult{}, fail // erased while signing in
+		}
 		return LoginResult{}, err
 	}
 	token, ttl, err := s.tokens.Issue(userID)
@@ -194,15 +200,32 @@ func (s *Service) Login(ctx context.Context, meta Meta, email, password string) 
 // appendToUser appends one event to the user's own ledger, through the
 // write pipeline: the lock and the stream's version, then the event.
 func (s *Service) appendToUser(ctx context.Context, meta Meta, userID saasapi.ID, eventType string, data any) error {
-	var version projections.Lookup[int64]
+	return s.appendToUserWith(ctx, meta, userID, eventType, data, nil)
+}
+
+// appendToUserWith is appendToUser that also queues, when with is not nil,
+// writes of its own in the event's transaction.
+func (s *Service) appendToUserWith(ctx context.Context, meta Meta, userID saasapi.ID, eventType string, data any,
+	with func(b *pgx.Batch),
+) error {
+	var (
+		version projections.Lookup[int64]
+		erased  bool
+	)
 	c := command{meta: meta, ledger: userID}
 	c.load = func(b *pgx.Batch, _ projections.Scope) error {
 		projections.QueueUserVersion(b, userID, &version)
+		projections.QueueUserErased(b, userID, &erased)
 		return nil
 	}
-	c.decide = func(_ saasapi.Access, head eventstore.Head, _ *pgx.Batch) ([]saasapi.NewEvent, error) {
-		if !version.Found {
+	c.decide = func(_ saasapi.Access, head eventstore.Head, b *pgx.Batch) ([]saasapi.NewEvent, error) {
+		// An erased user's ledger takes no more events: the erasure
+		// committed first under the same lock.
+		if !version.Found || erased {
 			return nil, saasapi.Errorf(saasapi.ENOTFOUND, saasapi.MsgUserNotFound)
+		}
+		if with != nil {
+			with(b)
 		}
 		return one(s.newEvent(meta, head, saasapi.StreamUser, userID, version.Value+1, eventType, data))
 	}

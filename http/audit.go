@@ -10,6 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/saasapi/saasapi"
+	"github.com/saasapi/saasapi/commands"
 	"github.com/saasapi/saasapi/eventstore"
 	"github.com/saasapi/saasapi/projections"
 )
@@ -213,11 +214,25 @@ func (s *Server) handleMyAuditEvents() http.HandlerFunc {
 			s.writeError(w, r, err)
 			return
 		}
-		var p eventstore.AuditPage
+		var (
+			p       eventstore.AuditPage
+			dataKey []byte
+		)
 		if !s.userRead(w, r, func(b *pgx.Batch, userID saasapi.ID) error {
+			// The person's own data key opens the personal fields of
+			// their own events.
+			commands.QueueLoadDataKey(b, s.deps.Commands.Keys(), userID, &dataKey)
 			return eventstore.QueueListUserAudit(b, userID, page.Limit, page.Offset, before, &p)
 		}) {
 			return
+		}
+		for i, e := range p.Events {
+			opened, err := saasapi.OpenPersonal(dataKey, e)
+			if err != nil {
+				s.writeError(w, r, err)
+				return
+			}
+			p.Events[i] = opened
 		}
 		s.auditList(w, page, p.Events, p.Total, p.NextCursor, before)
 	}

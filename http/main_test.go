@@ -98,6 +98,7 @@ func setupPool(t testing.TB, configure func(*pgxpool.Config), opts ...func(*apih
 	e := &env{t: t, db: db, metrics: observability.NewMetrics(), logs: &syncBuffer{}}
 	e.tokens = auth.NewTokenIssuer([]byte(testSecret), testIssuer, 900e9)
 	svc := commands.New(pool, commands.Config{
+		Keys:              saasapi.EphemeralDataKeyring(),
 		Hasher:            auth.NewHasher(auth.TestParams, 0),
 		Tokens:            e.tokens,
 		PasswordMinLength: 12,

@@ -33,8 +33,11 @@ var roleMatrix = map[string]struct {
 	body   func(f matrixFixture) any
 	status [7]int // owner, admin, member, viewer, non-member, anonymous, api-key
 }{
-	"GET /me":                         {nil, [7]int{200, 200, 200, 200, 200, 401, 401}},
-	"GET /me/audit-events":            {nil, [7]int{200, 200, 200, 200, 200, 401, 401}},
+	"GET /me":              {nil, [7]int{200, 200, 200, 200, 200, 401, 401}},
+	"GET /me/audit-events": {nil, [7]int{200, 200, 200, 200, 200, 401, 401}},
+	// No password, so that the matrix erases nobody (erase_test.go).
+	"DELETE /me": {func(matrixFixture) any { return map[string]any{} },
+		[7]int{422, 422, 422, 422, 422, 401, 401}},
 	"GET /me/audit-events/checkpoint": {nil, [7]int{200, 200, 200, 200, 200, 401, 401}},
 	"GET /orgs":                       {nil, [7]int{200, 200, 200, 200, 200, 401, 401}},
 	"POST /orgs": {func(matrixFixture) any { return map[string]any{"name": uniqueName("Matrix Created")} },

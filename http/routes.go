@@ -34,6 +34,7 @@ func (s *Server) routes() {
 	r.Group(func(r chi.Router) {
 		r.Use(s.requireUser, s.checkIfMatch)
 		r.Get("/me", s.handleMe())
+		r.Delete("/me", s.handleEraseMe())
 		r.Get("/me/audit-events", s.handleMyAuditEvents())
 		r.Get("/me/audit-events/checkpoint", s.handleMyAuditCheckpoint())
 

@@ -48,6 +48,7 @@ func downEnv(t *testing.T, e *env) *env {
 	}
 	t.Cleanup(pool.Close)
 	svc := commands.New(pool, commands.Config{
+		Keys:   saasapi.EphemeralDataKeyring(),
 		Hasher: auth.NewHasher(auth.TestParams, 0), Tokens: e.tokens, PasswordMinLength: 12,
 	})
 	t.Cleanup(svc.Close)
@@ -198,7 +199,7 @@ func TestWrongMethod(t *testing.T) {
 		{"POST", "/readyz", "GET"},
 		{"PUT", "/metrics", "GET"},
 		{"GET", "/auth/login", "POST"},
-		{"POST", "/me", "GET"},
+		{"POST", "/me", "GET, DELETE"},
 		{"DELETE", "/orgs", "GET, POST"},
 		{"PUT", "/orgs/" + org, "GET, PATCH"},
 		{"DELETE", "/orgs/" + org, "GET, PATCH"},

@@ -184,6 +184,7 @@ func TestRegisterThrottle(t *testing.T) {
 func withFailureWindow(t *testing.T, window time.Duration) func(*apihttp.Deps) {
 	return func(d *apihttp.Deps) {
 		svc := commands.New(d.Pool, commands.Config{
+			Keys:   saasapi.EphemeralDataKeyring(),
 			Hasher: auth.NewHasher(auth.TestParams, 0), Tokens: d.Tokens, PasswordMinLength: 12, LoginFailureWindow: window,
 		})
 		t.Cleanup(svc.Close)

@@ -139,3 +139,25 @@ func (s *Server) handleMe() http.HandlerFunc {
 			})})
 	}
 }
+
+// handleEraseMe erases the signed-in person (commands.EraseUser), who
+// confirms with their current password.
+func (s *Server) handleEraseMe() http.HandlerFunc {
+	type request struct {
+		Password string `json:"password"`
+	}
+	return func(w http.ResponseWriter, r *http.Request) {
+		var req request
+		if !s.decodeOrFail(w, r, &req, "password") {
+			return
+		}
+		m := meta(r)
+		err := s.deps.Commands.EraseUser(r.Context(), m, m.Principal.UserID, &req.Password)
+		if saasapi.ErrorCode(err) == saasapi.EUNAUTHENTICATED {
+			// A wrong password fails as a sign-in does, not as a token.
+			writeProblem(w, r, http.StatusUnauthorized, saasapi.MsgInvalidCredentials, nil)
+			return
+		}
+		s.replyNoContent(w, r, err)
+	}
+}

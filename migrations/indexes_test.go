@@ -56,6 +56,8 @@ var uses = []indexUse{
 	// Sign-in, and the 409 email taken.
 	{"users_email_key", `SELECT id FROM users WHERE email = $1`, []any{"a@example.com"}, ""},
 	{"user_credentials_pkey", `SELECT password_hash FROM user_credentials WHERE user_id = $1`, []any{"u1"}, ""},
+	// GET /me/audit-events (the person's own data key), erasure, rebuild.
+	{"person_keys_pkey", `SELECT wrapped_key FROM person_keys WHERE user_id = $1`, []any{"u1"}, ""},
 	// The gate (the organisation exists), GET /orgs/{id}, the projection.
 	{"organisations_pkey", `SELECT name FROM organisations WHERE id = $1`, []any{"o1"}, ""},
 	// The projection of member.role_changed and member.removed.
@@ -107,6 +109,7 @@ var constraints = map[string]string{
 	"events_event_id_key":                            "an event's ID names it in the audit API and exports",
 	"organisations_slug_key":                         "409 slug already taken",
 	"api_key_secrets_organisation_id_api_key_id_key": "one secret per key (written once, with the key)",
+	"data_key_check_pkey":                            "one key check value per database",
 }
 
 // TestEveryIndexServesAQuery: each index of the schema is either used by

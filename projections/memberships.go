@@ -37,7 +37,7 @@ func init() {
 }
 
 const membershipColumns = `m.id, m.organisation_id, m.user_id, m.role, m.version, m.created_at, m.updated_at,
-	u.id, u.email, u.display_name, u.is_active, u.version, u.created_at, u.updated_at`
+	u.id, coalesce(u.email, ''), coalesce(u.display_name, ''), u.is_active, u.version, u.created_at, u.updated_at`
 
 func scanMembership(row pgx.Row) (Membership, error) {
 	var m Membership

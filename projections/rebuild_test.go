@@ -24,7 +24,11 @@ func TestMain(m *testing.M) { os.Exit(testdb.Run(m)) }
 // readEvents is the event reader that cmd/saasapi hands to Rebuild and
 // Verify.
 func readEvents(ctx context.Context, tx pgx.Tx, after int64, limit int) ([]saasapi.Event, error) {
-	return eventstore.ReadAll(ctx, tx, after, limit)
+	evs, err := eventstore.ReadAll(ctx, tx, after, limit)
+	if err != nil {
+		return nil, err
+	}
+	return evs, commands.OpenPersonalEvents(ctx, tx, saasapi.EphemeralDataKeyring(), evs)
 }
 
 // world is a database with realistic history, made by the real commands
@@ -118,6 +122,7 @@ func service(t *testing.T, url string) (*pgxpool.Pool, *commands.Service) {
 	}
 	t.Cleanup(app.Close)
 	svc := commands.New(app, commands.Config{
+		Keys:   saasapi.EphemeralDataKeyring(),
 		Hasher: auth.NewHasher(auth.TestParams, 0),
 		Tokens: auth.NewTokenIssuer([]byte(strings.Repeat("k", 32)), "test", time.Minute),
 	})

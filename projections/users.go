@@ -24,18 +24,27 @@ type User struct {
 func init() {
 	register(saasapi.EventUserRegistered, func(b *pgx.Batch, e saasapi.Event, p any) {
 		d := p.(*saasapi.UserRegistered)
+		// A replay reads an erased person's fields as erased (their key
+		// is gone): the row is the tombstone, never a resurrection.
 		b.Queue(`INSERT INTO users (id, email, display_name, is_active, version, created_at, updated_at)
-			VALUES ($1, $2, $3, true, $4, $5, $5)`, e.StreamID, d.Email, d.DisplayName, e.StreamVersion, e.OccurredAt)
+			VALUES ($1, NULLIF($2, $6), NULLIF($3, $6), true, $4, $5, $5)`,
+			e.StreamID, d.Email, d.DisplayName, e.StreamVersion, e.OccurredAt, saasapi.ErasedValue)
 	})
 	// Sign-in events belong to the user's stream; they only move its version.
 	bump := func(b *pgx.Batch, e saasapi.Event, _ any) {
 		b.Queue(`UPDATE users SET version = $2 WHERE id = $1`, e.StreamID, e.StreamVersion)
 	}
+	// An erased user's row is a tombstone: the ID stays (projects keep
+	// their created_by_user_id), the personal data and the access go.
+	register(saasapi.EventUserErased, func(b *pgx.Batch, e saasapi.Event, _ any) {
+		b.Queue(`UPDATE users SET email = NULL, display_name = NULL, is_active = false, version = $2, updated_at = $3
+			WHERE id = $1`, e.StreamID, e.StreamVersion, e.OccurredAt)
+	})
 	register(saasapi.EventUserLoggedIn, bump)
 	register(saasapi.EventUserLoginFailed, bump)
 }
 
-const userColumns = `id, email, display_name, is_active, version, created_at, updated_at`
+const userColumns = `id, coalesce(email, ''), coalesce(display_name, ''), is_active, version, created_at, updated_at`
 
 func scanUser(row pgx.Row) (User, error) {
 	var u User
@@ -56,10 +65,14 @@ func GetUser(ctx context.Context, q Querier, id saasapi.ID) (User, error) {
 }
 
 // QueueUserInOrg queues the read of a user for a command on the
-// organisation of s (adding a member needs the user to exist).
+// organisation of s (adding a member needs the user to exist and be
+// active). The row stays share-locked until the command commits, so an
+// erasure of the user (which updates it) either waits for the new
+// membership, and then ends it, or commits first, and then the user is
+// not found.
 func QueueUserInOrg(b *pgx.Batch, s Scope, id saasapi.ID, dst *Lookup[User]) error {
 	return queueRow(b, s, `SELECT `+userColumns+` FROM users
-		WHERE id = $2 AND EXISTS (SELECT 1 FROM organisations WHERE id = $1){scope}`, scanUser, dst, id)
+		WHERE id = $2 AND is_active AND EXISTS (SELECT 1 FROM organisations WHERE id = $1){scope} FOR SHARE OF users`, scanUser, dst, id)
 }
 
 // QueueUser queues the read of a user by ID.
@@ -106,6 +119,18 @@ func QueueUserVersion(b *pgx.Batch, id saasapi.ID, dst *Lookup[int64]) {
 			return nil
 		}
 		dst.Found = err == nil
+		return err
+	})
+}
+
+// QueueUserErased queues the read of whether a user was erased (their row
+// is a tombstone, without an email); a missing user leaves erased false.
+func QueueUserErased(b *pgx.Batch, id saasapi.ID, erased *bool) {
+	b.Queue(`SELECT email IS NULL FROM users WHERE id = $1`, id).QueryRow(func(row pgx.Row) error {
+		err := row.Scan(erased)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil
+		}
 		return err
 	})
 }

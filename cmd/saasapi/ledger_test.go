@@ -55,7 +55,7 @@ func newLedgerWorld(t *testing.T) *ledgerWorld {
 		t.Fatal(err)
 	}
 	tokens := auth.NewTokenIssuer([]byte(strings.Repeat("k", 32)), "test", 900e9)
-	svc := commands.New(pool, commands.Config{Hasher: auth.NewHasher(auth.TestParams, 0), Tokens: tokens, PasswordMinLength: 12})
+	svc := commands.New(pool, commands.Config{Keys: testKeyring(t), Hasher: auth.NewHasher(auth.TestParams, 0), Tokens: tokens, PasswordMinLength: 12})
 	srv := httptest.NewServer(apihttp.NewServer(apihttp.Deps{Commands: svc, Pool: pool, Tokens: tokens, Ledger: signer}))
 	t.Cleanup(srv.Close)
 	w := &ledgerWorld{t: t, db: db, srv: srv, vkey: signer.VerifierKey(), dir: t.TempDir()}
@@ -272,7 +272,7 @@ func TestAuditVerifyPinAndCheckpoint(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			w := newLedgerWorld(t)
-			vars := map[string]string{"SAAS_API_DATABASE_URL": w.db.URL}
+			vars := map[string]string{"SAAS_API_DATABASE_URL": w.db.URL, "SAAS_API_DATA_KEY": testDataKey}
 			cp := w.file("checkpoint", w.checkpoint())
 			lines := w.export()
 			var last struct {

@@ -74,31 +74,37 @@ func (c Config) ledgerSigner(logger *slog.Logger) (*eventstore.LedgerSigner, err
 // it (readable by its owner only) on first use, so that checkpoints signed
 // before a restart still verify after it.
 func devSigningKey(dir, origin string) (string, error) {
-	path := filepath.Join(dir, devKeyFile)
+	return devSecret(dir, devKeyFile, "ledger signing key", func() (string, error) { return eventstore.GenerateSigningKey(origin) })
+}
+
+// devSecret returns the secret in dir/file, generating and storing it
+// (readable by its owner only) on first use.
+func devSecret(dir, file, what string, generate func() (string, error)) (string, error) {
+	path := filepath.Join(dir, file)
 	b, err := os.ReadFile(path)
 	if err == nil {
 		return strings.TrimSpace(string(b)), nil
 	}
 	if !errors.Is(err, fs.ErrNotExist) {
-		return "", fmt.Errorf("read the dev ledger signing key: %w", err)
+		return "", fmt.Errorf("read the dev %s: %w", what, err)
 	}
-	key, err := eventstore.GenerateSigningKey(origin)
+	key, err := generate()
 	if err != nil {
 		return "", err
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", fmt.Errorf("store the dev ledger signing key: %w", err)
+		return "", fmt.Errorf("store the dev %s: %w", what, err)
 	}
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
-		return "", fmt.Errorf("store the dev ledger signing key: %w", err)
+		return "", fmt.Errorf("store the dev %s: %w", what, err)
 	}
 	if _, err := f.WriteString(key + "\n"); err != nil {
 		_ = f.Close()
-		return "", fmt.Errorf("store the dev ledger signing key: %w", err)
+		return "", fmt.Errorf("store the dev %s: %w", what, err)
 	}
 	if err := f.Close(); err != nil {
-		return "", fmt.Errorf("store the dev ledger signing key: %w", err)
+		return "", fmt.Errorf("store the dev %s: %w", what, err)
 	}
 	return key, nil
 }

@@ -45,6 +45,9 @@ Usage:
   saasapi projections verify
                      prove that the read tables equal a replay of the events;
                      changes nothing
+  saasapi users erase --user ID
+                     erase a person: end their memberships, destroy their
+                     data key, keep only their ID
   saasapi version    print the version and the source revision (also --version)
   saasapi help [COMMAND]
                      show this help, or a command's (also COMMAND --help)
@@ -129,13 +132,14 @@ var subcommands = []command{
 	{"projections verify", projectionsVerifyUsage, noFlags(func(ctx context.Context, env environment, stdout, stderr io.Writer) error {
 		return runProjections(ctx, "verify", env, stdout, stderr)
 	})},
+	{"users erase", usersEraseUsage, usersEraseFlags},
 	{"version", versionUsage, noFlags(func(_ context.Context, _ environment, stdout, _ io.Writer) error {
 		fmt.Fprint(stdout, versionText(debug.ReadBuildInfo()))
 		return nil
 	})},
 }
 
-var groups = map[string]string{"audit": auditUsage, "projections": projectionsUsage}
+var groups = map[string]string{"audit": auditUsage, "projections": projectionsUsage, "users": usersUsage}
 
 const devUsage = `Usage: saasapi dev
 

@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/saasapi/saasapi"
+	"github.com/saasapi/saasapi/commands"
 	"github.com/saasapi/saasapi/eventstore"
 	"github.com/saasapi/saasapi/internal/progress"
 	"github.com/saasapi/saasapi/projections"
@@ -189,6 +190,11 @@ func runProjections(ctx context.Context, which string, env environment, stdout, 
 		return err
 	}
 	defer pool.Close()
+	keys, err := opsKeyring(ctx, env, pool)
+	if err != nil {
+		return fmt.Errorf("projections %s: %w", which, err)
+	}
+	readEvents := openedEvents(keys)
 
 	meter := progress.New(stderr, "projections "+which)
 	report := func(done, total int64) {
@@ -226,11 +232,32 @@ func runProjections(ctx context.Context, which string, env environment, stdout, 
 		"`saasapi projections rebuild` replaces the read tables with the replay", len(diffs), n, projections.MaxDiffsPerTable)
 }
 
-// readEvents is how the projections read the event stream: eventstore's
+// openedEvents is how the projections read the event stream: eventstore's
 // position-ordered reader, handed over so that projections need not import
-// eventstore.
-func readEvents(ctx context.Context, tx pgx.Tx, after int64, limit int) ([]saasapi.Event, error) {
-	return eventstore.ReadAll(ctx, tx, after, limit)
+// eventstore, with personal fields opened (or read as erased where the
+// person's key is gone, so that a replay projects the tombstone).
+func openedEvents(keys *saasapi.DataKeyring) projections.EventReader {
+	return func(ctx context.Context, tx pgx.Tx, after int64, limit int) ([]saasapi.Event, error) {
+		evs, err := eventstore.ReadAll(ctx, tx, after, limit)
+		if err != nil {
+			return nil, err
+		}
+		return evs, commands.OpenPersonalEvents(ctx, tx, keys, evs)
+	}
+}
+
+// opsKeyring is the checked keyring of an operator command.
+func opsKeyring(ctx context.Context, env environment, q commands.Querier) (*saasapi.DataKeyring, error) {
+	cfg, err := loadConfig(env.get, ":8000")
+	if err != nil {
+		return nil, err
+	}
+	// Never a generated key: on a database that has no key check value
+	// yet, it would bind the database to a key nobody keeps.
+	if cfg.DataKey == "" {
+		return nil, fmt.Errorf("%s is required (dev keeps its key in %s under its data directory)", saasapi.EnvDataKey, devDataKeyFile)
+	}
+	return checkedKeyring(ctx, cfg, q)
 }
 
 // readLedger is the per-ledger reader that a rebuild of one organisation

@@ -34,6 +34,7 @@ type opsWorld struct {
 	pool   *pgxpool.Pool // superuser
 	org    saasapi.ID
 	events int64
+	users  []saasapi.ID // the owner, then a member
 }
 
 func newOpsWorld(t *testing.T) opsWorld {
@@ -46,6 +47,7 @@ func newOpsWorld(t *testing.T) opsWorld {
 	}
 	t.Cleanup(app.Close)
 	svc := commands.New(app, commands.Config{
+		Keys:   testKeyring(t),
 		Hasher: auth.NewHasher(auth.TestParams, 0),
 		Tokens: auth.NewTokenIssuer([]byte(strings.Repeat("k", 32)), "test", time.Minute),
 	})
@@ -75,14 +77,14 @@ func newOpsWorld(t *testing.T) opsWorld {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return opsWorld{url: db.URL, pool: db.Pool, org: org.ID, events: n}
+	return opsWorld{url: db.URL, pool: db.Pool, org: org.ID, events: n, users: users}
 }
 
 // runOps runs the program with the world's database URL.
 func (w opsWorld) run(t *testing.T, args ...string) (stdout, stderr string, err error) {
 	t.Helper()
 	var out, errOut bytes.Buffer
-	err = run(t.Context(), args, environment(map[string]string{"SAAS_API_DATABASE_URL": w.url}), &out, &errOut)
+	err = run(t.Context(), args, environment(map[string]string{"SAAS_API_DATABASE_URL": w.url, "SAAS_API_DATA_KEY": testDataKey}), &out, &errOut)
 	return out.String(), errOut.String(), err
 }
 
@@ -292,7 +294,7 @@ func TestAuditAtScale(t *testing.T) {
 	}
 	t.Logf("database: %d events in 100 organisation and 10 user ledgers; events table with indexes %s", total, size)
 
-	env := environment(map[string]string{"SAAS_API_DATABASE_URL": url})
+	env := environment(map[string]string{"SAAS_API_DATABASE_URL": url, "SAAS_API_DATA_KEY": testDataKey})
 	for _, args := range [][]string{{"audit", "verify"}, {"audit", "verify", "--org", string(bigOrg.id)},
 		{"projections", "rebuild"}, {"projections", "verify"}} {
 		events := total
@@ -696,4 +698,20 @@ func TestProjectionsRebuildOrg(t *testing.T) {
 	if _, _, err := w.run(t, "projections", "rebuild", "--org", "nope"); err == nil || !strings.Contains(err.Error(), `--org "nope"`) {
 		t.Errorf("a malformed --org: %v", err)
 	}
+}
+
+// testDataKey is the key-encryption key of the tests' operator commands and
+// of the services they inspect.
+var testDataKey = saasapi.NewDataKEK()
+
+func testKeyring(t testing.TB) *saasapi.DataKeyring {
+	k, err := saasapi.ParseDataKEK(testDataKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := saasapi.NewDataKeyring(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return keys
 }

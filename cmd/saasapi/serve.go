@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -107,6 +108,12 @@ func runDev(ctx context.Context, env environment, stdout, _ io.Writer) (err erro
 		}
 		logger.Info("ledger checkpoints signed with the dev key", slog.String("file", filepath.Join(cluster.Dir(), devKeyFile)))
 	}
+	if cfg.DataKey == "" {
+		if cfg.DataKey, err = devDataKey(cluster.Dir()); err != nil {
+			return err
+		}
+		logger.Info("personal data sealed under the dev data key", slog.String("file", filepath.Join(cluster.Dir(), devDataKeyFile)))
+	}
 	version, err := migrate(ctx, url)
 	if err != nil {
 		return err
@@ -203,6 +210,10 @@ func serve(ctx context.Context, cfg Config, databaseURL string, logger *slog.Log
 		logger.Warn("the last checkpoint signed for a ledger carries no signature of the current key (a key rotation, "+
 			"or a row written by someone else); it cannot be checked, and a new one is signed", slog.String("ledger_id", string(id)))
 	}
+	keys, err := dataKeyring(cfg, logger)
+	if err != nil {
+		return err
+	}
 	proxies, err := parseProxies(cfg.TrustedProxies)
 	if err != nil {
 		return err
@@ -215,8 +226,14 @@ func serve(ctx context.Context, cfg Config, databaseURL string, logger *slog.Log
 
 	metrics := observability.NewMetrics()
 	metrics.RegisterPool(poolStats(pool))
+	// A wrong data key stops the start-up; a database not migrated yet is
+	// checked again by readiness, which stays false until the key matches.
+	if err := commands.CheckDataKey(ctx, pool, keys); errors.Is(err, saasapi.ErrWrongDataKey) {
+		return err
+	}
 	tokens := auth.NewTokenIssuer([]byte(cfg.JWTSecret), cfg.JWTIssuer, cfg.AccessTokenTTL)
 	svc := commands.New(pool, commands.Config{
+		Keys:               keys,
 		Hasher:             auth.NewHasher(auth.DefaultParams, 0),
 		Tokens:             tokens,
 		PasswordMinLength:  cfg.PasswordMinLength,
@@ -238,7 +255,7 @@ func serve(ctx context.Context, cfg Config, databaseURL string, logger *slog.Log
 		Logger:      logger,
 		DocsEnabled: cfg.DocsEnabled,
 		Ledger:      ledger,
-		Ready:       readiness(pool),
+		Ready:       readiness(pool, keys),
 		Throttle: &apihttp.Throttle{
 			LoginAccountFailures: cfg.LoginAccountRate,
 			LoginAddress:         cfg.LoginAddressRate,
@@ -332,7 +349,8 @@ func pruneIdempotency(ctx context.Context, svc *commands.Service, logger *slog.L
 
 // readiness reports ready when PostgreSQL answers as the application role
 // and the schema is at least as new as this binary's migrations.
-func readiness(pool *pgxpool.Pool) func(context.Context) error {
+func readiness(pool *pgxpool.Pool, keys *saasapi.DataKeyring) func(context.Context) error {
+	var keyChecked atomic.Bool
 	return func(ctx context.Context) error {
 		v, err := migrations.CurrentVersion(ctx, pool)
 		if err != nil {
@@ -340,6 +358,12 @@ func readiness(pool *pgxpool.Pool) func(context.Context) error {
 		}
 		if v < migrations.Latest() {
 			return fmt.Errorf("schema version %d is behind %d", v, migrations.Latest())
+		}
+		if !keyChecked.Load() {
+			if err := commands.CheckDataKey(ctx, pool, keys); err != nil {
+				return err
+			}
+			keyChecked.Store(true)
 		}
 		return nil
 	}
