@@ -32,6 +32,7 @@ func BenchmarkGetProject(b *testing.B) {
 			b.Fatal(err)
 		}
 		req.Header.Set("Authorization", "Bearer "+owner.Token)
+		req.RemoteAddr = "127.0.0.1:40000" // as net/http sets it
 		return req
 	}
 
