@@ -9,6 +9,7 @@ import (
 	"sync"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/saasapi/saasapi"
 )
 
@@ -143,14 +144,42 @@ func GatedRead(ctx context.Context, q Querier, g *Gate, queue func(b *pgx.Batch)
 // GatedOne runs a read that carries its gate in its own statement (a
 // queueGatedOne read, such as ReadProject) in one round trip and returns
 // the access, or why it was refused.
+//
+// The one statement runs as a query, not as a batch: the same single round
+// trip without pgx's pipeline bookkeeping, which costs a tenth of the
+// request's allocations.
 func GatedOne(ctx context.Context, q Querier, g *Gate, queue func(b *pgx.Batch)) (saasapi.Access, error) {
 	b := &pgx.Batch{}
 	queue(b)
-	if err := q.SendBatch(ctx, b).Close(); err != nil {
+	var err error
+	if len(b.QueuedQueries) == 1 && b.QueuedQueries[0].Fn != nil {
+		err = b.QueuedQueries[0].Fn(asQuery{ctx: ctx, q: q, qq: b.QueuedQueries[0]})
+	} else {
+		err = q.SendBatch(ctx, b).Close()
+	}
+	if err != nil {
 		return saasapi.Access{}, fmt.Errorf("gated read: %w", err)
 	}
 	return g.Access()
 }
+
+// asQuery gives a queued statement's callback the results of running the
+// statement as a query of its own.
+type asQuery struct {
+	ctx context.Context
+	q   Querier
+	qq  *pgx.QueuedQuery
+}
+
+func (r asQuery) Exec() (pgconn.CommandTag, error) {
+	return r.q.Exec(r.ctx, r.qq.SQL, r.qq.Arguments...)
+}
+func (r asQuery) Query() (pgx.Rows, error) { return r.q.Query(r.ctx, r.qq.SQL, r.qq.Arguments...) }
+func (r asQuery) QueryRow() pgx.Row        { return r.q.QueryRow(r.ctx, r.qq.SQL, r.qq.Arguments...) }
+func (r asQuery) Close() error             { return nil }
+
+// Tx is nil: the statement began no transaction.
+func (r asQuery) Tx() pgx.Tx { return nil }
 
 // UserGate is the check of a route that belongs to the signed-in user
 // alone (GET /me, the user's organisations): the user still exists and is
