@@ -45,6 +45,7 @@ type options struct {
 	keep     bool
 	profile  string
 	compare  string
+	binB     string
 }
 
 func main() {
@@ -63,6 +64,8 @@ func main() {
 	flag.StringVar(&o.compare, "compare", "", "also serve a second process, B, with these space-separated settings "+
 		"and run every GET workload against both in each round, A and B back to back: NAME=VALUE sets an "+
 		"environment variable of B (GOGC=200), a lower-case name a parameter of B's database URL (pool_max_conns=4)")
+	flag.StringVar(&o.binB, "compare-bin", "", "serve B (see -compare) with this saasapi binary, such as a build "+
+		"of the code before a change")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -134,7 +137,13 @@ func run(ctx context.Context, o options) (err error) {
 	defer func() { err = errors.Join(err, srv.stop()) }()
 	base := "http://" + addr
 	baseB := ""
-	if o.compare != "" {
+	if o.compare != "" || o.binB != "" {
+		binB := bin
+		if o.binB != "" {
+			if binB, err = filepath.Abs(o.binB); err != nil {
+				return err
+			}
+		}
 		envB, err := compareEnv(o.compare, dbURL)
 		if err != nil {
 			return err
@@ -145,13 +154,13 @@ func run(ctx context.Context, o options) (err error) {
 		}
 		// No profiles of B: its pprof address would be A's.
 		envB = append(append(slices.Clip(serveEnv), "SAAS_API_HTTP_ADDR="+addrB, "SAAS_API_PPROF_ADDR="), envB...)
-		srvB, err := startServer(ctx, bin, envB, cluster.Dir(), "saasapi-b.log")
+		srvB, err := startServer(ctx, binB, envB, cluster.Dir(), "saasapi-b.log")
 		if err != nil {
 			return err
 		}
 		defer func() { err = errors.Join(err, srvB.stop()) }()
 		baseB = "http://" + addrB
-		logf("B serves on %s with %s", addrB, o.compare)
+		logf("B serves on %s: %s %s", addrB, binB, o.compare)
 	}
 
 	logf("seeding: 1 owner, %d organisations, %d projects in the first", o.orgs, o.projects)
