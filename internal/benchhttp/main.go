@@ -212,7 +212,8 @@ func run(ctx context.Context, o options) (err error) {
 				return err
 			}
 			var profiled chan error
-			if pprofAddr != "" && !w.pg {
+			// Profiles are of A's process: B serves without pprof.
+			if pprofAddr != "" && !w.pg && !strings.HasPrefix(w.name, prefixB) {
 				profiled = make(chan error, 1)
 				name := fmt.Sprintf("%s%s-r%d.pprof", o.profile, strings.NewReplacer(" ", "-", "/", "-").Replace(w.name), round)
 				go func() { profiled <- cpuProfile(ctx, pprofAddr, o.duration-time.Second, name) }()
