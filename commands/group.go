@@ -99,9 +99,8 @@ func (s *Service) runQueued(ctx context.Context, c command) ([]saasapi.Event, Ou
 		}
 		g.queues[c.ledger] = &ledgerQueue{}
 		g.mu.Unlock()
-		recorded, out, err := s.runAlone(ctx, c)
-		s.handOver(c.ledger)
-		return recorded, out, err
+		defer s.handOver(c.ledger)
+		return s.runAlone(ctx, c)
 	}
 	m := &member{ctx: ctx, c: c, lead: make(chan []*member, 1), done: make(chan memberResult, 1)}
 	q.waiting = append(q.waiting, m)
@@ -193,15 +192,23 @@ func (q *ledgerQueue) take() []*member {
 // other member its result; it returns the leader's own (group[0]).
 func (s *Service) lead(group []*member) memberResult {
 	var results []memberResult
+	// Deferred, so that a panic of the leader's still releases the
+	// ledger and answers the others.
+	defer func() {
+		s.handOver(group[0].c.ledger)
+		for i, m := range group[1:] {
+			r := memberResult{err: errors.New("commands: the leader of the group failed")}
+			if results != nil {
+				r = results[i+1]
+			}
+			m.done <- r
+		}
+	}()
 	if len(group) == 1 {
 		recorded, out, err := s.runAlone(group[0].ctx, group[0].c)
 		results = []memberResult{{recorded: recorded, out: out, err: err}}
 	} else {
 		results = s.runGroup(group)
-	}
-	s.handOver(group[0].c.ledger)
-	for i, m := range group[1:] {
-		m.done <- results[i+1]
 	}
 	return results[0]
 }
