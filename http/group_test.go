@@ -567,3 +567,33 @@ func TestConcurrentCreatesInOneOrganisation(t *testing.T) {
 	}
 	verifyDatabase(t, e)
 }
+
+// TestUnsharedCommandsDoNotJoinGroups: a member removal, whose last-owner
+// rule reads what an earlier command could change, never waits in a
+// ledger's queue: it waits for the ledger lock in PostgreSQL, behind the
+// creation in flight.
+func TestUnsharedCommandsDoNotJoinGroups(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	owner, leaver := e.register("Owner"), e.register("Leaver")
+	org := e.createOrg(owner, uniqueName("Unshared"))
+	e.addMember(owner, org, leaver, "member")
+
+	release := e.holdLedger(t, org)
+	first := e.inFlight(t, owner, org)
+	removed := make(chan response, 1)
+	go func() {
+		r, err := e.send(req{method: "DELETE", path: "/orgs/" + org + "/members/" + leaver.ID, token: owner.Token})
+		if err != nil {
+			t.Error(err)
+		}
+		removed <- r
+	}()
+	waitUntil(t, "the removal waits for the ledger lock", func() bool { return e.lockWaiters(t, "tuple") == 1 })
+	if n := e.svc.Waiting(saasapi.ID(org)); n != 0 {
+		t.Fatalf("%d commands wait in the ledger's queue, want none", n)
+	}
+	release()
+	want(t, <-first, http.StatusCreated)
+	want(t, <-removed, http.StatusNoContent)
+}
