@@ -34,21 +34,22 @@ const (
 )
 
 // Counter statements. They run before the projects row changes, so they
-// can read the project's old status.
-const (
+// can read the project's old status; they read it by key through
+// projectRow, for the reason given there.
+var (
 	countUp = `INSERT INTO project_counts (organisation_id, status, live) VALUES ($1, $2, 1)
 		ON CONFLICT (organisation_id, status) DO UPDATE SET live = project_counts.live + 1`
 	// countMoveOut and countMoveIn move a live project from its current
 	// status to $3 (both do nothing when the status stays).
-	countMoveOut = `UPDATE project_counts c SET live = c.live - 1 FROM projects p
-		WHERE p.organisation_id = $1 AND p.id = $2 AND p.deleted_at IS NULL AND p.status <> $3
+	countMoveOut = `UPDATE project_counts c SET live = c.live - 1 FROM ` + projectRow("$2") + ` p
+		WHERE p.deleted_at IS NULL AND p.status <> $3
 			AND c.organisation_id = p.organisation_id AND c.status = p.status`
 	countMoveIn = `INSERT INTO project_counts (organisation_id, status, live)
-		SELECT p.organisation_id, $3, 1 FROM projects p
-		WHERE p.organisation_id = $1 AND p.id = $2 AND p.deleted_at IS NULL AND p.status <> $3
+		SELECT p.organisation_id, $3, 1 FROM ` + projectRow("$2") + ` p
+		WHERE p.deleted_at IS NULL AND p.status <> $3
 		ON CONFLICT (organisation_id, status) DO UPDATE SET live = project_counts.live + 1`
-	countDown = `UPDATE project_counts c SET live = c.live - 1 FROM projects p
-		WHERE p.organisation_id = $1 AND p.id = $2 AND p.deleted_at IS NULL
+	countDown = `UPDATE project_counts c SET live = c.live - 1 FROM ` + projectRow("$2") + ` p
+		WHERE p.deleted_at IS NULL
 			AND c.organisation_id = p.organisation_id AND c.status = p.status`
 	// countPrune drops counters that reached zero: a replay's recompute
 	// has no row for a status without live projects, and the two must be

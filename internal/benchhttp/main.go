@@ -29,6 +29,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/saasapi/saasapi"
 	"github.com/saasapi/saasapi/internal/pgcluster"
 )
 
@@ -103,6 +104,9 @@ func run(ctx context.Context, o options) (err error) {
 	env := append(os.Environ(), "SAAS_API_DATABASE_URL="+dbURL,
 		"SAAS_API_JWT_SECRET=benchmark-secret-that-is-long-enough-for-hs256",
 		"SAAS_API_LEDGER_SIGNING_KEY="+strings.TrimSpace(string(key)),
+		// The same data key for serve and for the operator commands
+		// that verify the database afterwards.
+		saasapi.EnvDataKey+"="+saasapi.NewDataKEK(),
 		"SAAS_API_LOG_LEVEL="+o.logLevel, "SAAS_API_ENVIRONMENT=benchmark")
 	if out, err := command(ctx, env, bin, "migrate").CombinedOutput(); err != nil {
 		return fmt.Errorf("migrate: %w: %s", err, out)
