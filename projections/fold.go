@@ -3,9 +3,11 @@ package projections
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/saasapi/saasapi"
 )
 
@@ -80,40 +82,103 @@ const bulkBatch = 10_000
 // streamOf is the key events are grouped by.
 type streamOf struct{ typ, id saasapi.ID }
 
+// folded is one batch of the bulk path: the rows of the streams that
+// ended in it, per table, and how many events it held.
+type folded struct {
+	rows   map[string][][]any
+	events int
+}
+
 // bulkLoad replays every event of tx's snapshot through the folds into
 // the (empty) tables that the unqualified names reach on tx, and returns
 // how many it read. Each of progress is told the total first and then,
 // after every batch, how many are done.
-func bulkLoad(ctx context.Context, tx pgx.Tx, src Source, progress []Progress) (int64, error) {
-	batch := src.Batch
-	if batch <= 0 {
-		batch = bulkBatch
+//
+// Reading and folding overlap with writing: the events are read on a
+// second connection of pool, in a read-only transaction that imports tx's
+// snapshot (pg_export_snapshot), while tx copies the rows of the batch
+// before. At most one folded batch waits, so memory stays flat.
+func bulkLoad(ctx context.Context, pool *pgxpool.Pool, tx pgx.Tx, src Source, progress []Progress) (int64, error) {
+	var snapshot string
+	if err := tx.QueryRow(ctx, `SELECT pg_export_snapshot()`).Scan(&snapshot); err != nil {
+		return 0, fmt.Errorf("export the snapshot: %w", err)
 	}
-	var n, total int64
+	read, err := pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	if err != nil {
+		return 0, err
+	}
+	defer func() { _ = read.Rollback(context.WithoutCancel(ctx)) }()
+	if _, err := read.Exec(ctx, `SET TRANSACTION SNAPSHOT `+quoteLiteral(snapshot)); err != nil {
+		return 0, fmt.Errorf("import the snapshot: %w", err)
+	}
+	var total int64
 	if len(progress) > 0 {
-		if err := tx.QueryRow(ctx, `SELECT count(*) FROM events`).Scan(&total); err != nil {
+		if err := read.QueryRow(ctx, `SELECT count(*) FROM events`).Scan(&total); err != nil {
 			return 0, fmt.Errorf("count events: %w", err)
 		}
 		for _, p := range progress {
 			p(0, total)
 		}
 	}
-	var (
-		cur     row
-		stream  streamOf
-		after   saasapi.Event
-		pending = map[string][][]any{}
-	)
-	flush := func() {
-		if cur != nil {
-			pending[cur.table()] = append(pending[cur.table()], cur.values())
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	batches := make(chan folded)
+	var readErr error
+	go func() {
+		defer close(batches)
+		readErr = foldStreams(ctx, read, src, batches)
+	}()
+	var n int64
+	var writeErr error
+	for b := range batches {
+		if writeErr != nil {
+			continue // drain, so that the reader ends
 		}
-		cur = nil
+		for _, table := range Tables {
+			if rows := b.rows[table]; len(rows) > 0 {
+				if _, err := tx.CopyFrom(ctx, pgx.Identifier{table}, copyColumns[table], pgx.CopyFromRows(rows)); err != nil {
+					writeErr = fmt.Errorf("apply events: copy rows into %s: %w", table, err)
+					cancel()
+					break
+				}
+			}
+		}
+		n += int64(b.events)
+		for _, p := range progress {
+			p(n, total)
+		}
 	}
+	if writeErr != nil {
+		return n, writeErr
+	}
+	return n, readErr
+}
+
+// foldStreams reads every event of read's snapshot stream by stream, in
+// batches, folds the rows and sends each batch's finished rows to out.
+// The stream in progress at the end of a batch stays in memory: its next
+// events are in the next batch.
+func foldStreams(ctx context.Context, read pgx.Tx, src Source, out chan<- folded) error {
+	batch := src.Batch
+	if batch <= 0 {
+		batch = bulkBatch
+	}
+	var (
+		cur    row
+		stream streamOf
+		after  saasapi.Event
+	)
 	for {
-		evs, err := src.Streams(ctx, tx, after, batch)
+		evs, err := src.Streams(ctx, read, after, batch)
 		if err != nil {
-			return n, fmt.Errorf("read events after %s %s version %d: %w", after.StreamType, after.StreamID, after.StreamVersion, err)
+			return fmt.Errorf("read events after %s %s version %d: %w", after.StreamType, after.StreamID, after.StreamVersion, err)
+		}
+		b := folded{rows: map[string][][]any{}, events: len(evs)}
+		flush := func() {
+			if cur != nil {
+				b.rows[cur.table()] = append(b.rows[cur.table()], cur.values())
+			}
+			cur = nil
 		}
 		for _, e := range evs {
 			if s := (streamOf{saasapi.ID(e.StreamType), e.StreamID}); s != stream {
@@ -122,42 +187,34 @@ func bulkLoad(ctx context.Context, tx pgx.Tx, src Source, progress []Progress) (
 			}
 			f, ok := folds[e.Type]
 			if !ok {
-				return n, fmt.Errorf("projections: no fold for event type %q", e.Type)
+				return fmt.Errorf("projections: no fold for event type %q", e.Type)
 			}
 			payload, err := saasapi.DecodePayload(e)
 			if err != nil {
-				return n, err
+				return err
 			}
 			if cur, err = f(cur, e, payload); err != nil {
-				return n, fmt.Errorf("apply events: event %s at position %d: %w", e.ID, e.Position, err)
+				return fmt.Errorf("apply events: event %s at position %d: %w", e.ID, e.Position, err)
 			}
 		}
 		last := len(evs) < batch
 		if last {
 			flush()
 		}
-		// The stream in progress stays in memory: its next events may be
-		// in the next batch.
-		for _, table := range Tables {
-			rows := pending[table]
-			if len(rows) == 0 {
-				continue
-			}
-			if _, err := tx.CopyFrom(ctx, pgx.Identifier{table}, copyColumns[table], pgx.CopyFromRows(rows)); err != nil {
-				return n, fmt.Errorf("apply events: copy rows into %s: %w", table, err)
-			}
-			pending[table] = rows[:0]
-		}
-		n += int64(len(evs))
-		for _, p := range progress {
-			p(n, total)
+		select {
+		case out <- b:
+		case <-ctx.Done():
+			return ctx.Err()
 		}
 		if last {
-			return n, nil
+			return nil
 		}
 		after = evs[len(evs)-1]
 	}
 }
+
+// quoteLiteral quotes s as an SQL string literal.
+func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
 
 // idPtr is a nullable ID column's value.
 func idPtr(id saasapi.ID) *string {

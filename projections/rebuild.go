@@ -115,13 +115,18 @@ func Rebuild(ctx context.Context, pool *pgxpool.Pool, src Source, logf func(stri
 	if err != nil {
 		return 0, fmt.Errorf("rebuild: %w", err)
 	}
+	// The index builds sort whole tables: give them the memory to do it
+	// in one pass (the server's, for this session only).
+	if _, err := conn.Exec(ctx, `SET maintenance_work_mem = '256MB'`); err != nil {
+		return 0, fmt.Errorf("rebuild: %w", err)
+	}
 
 	// The bulk: one snapshot, folded and copied, indexes and aggregates
 	// afterwards.
 	replayStart := time.Now()
 	var after int64
 	err = snapshotRound(ctx, pool, conn, func(tx pgx.Tx, upTo int64) error {
-		n, err := bulkLoad(ctx, tx, src, progress)
+		n, err := bulkLoad(ctx, pool, tx, src, progress)
 		if err != nil {
 			return err
 		}
@@ -565,6 +570,10 @@ func Verify(ctx context.Context, pool *pgxpool.Pool, src Source, progress ...Pro
 		return 0, nil, fmt.Errorf("verify: size temporary buffers: %w", err)
 	}
 
+	// The comparison hashes whole tables.
+	if _, err := conn.Exec(ctx, `SET work_mem = '64MB'`); err != nil {
+		return 0, nil, fmt.Errorf("verify: %w", err)
+	}
 	tables := make([]liveTable, 0, len(Tables))
 	for _, name := range Tables {
 		lt, err := shadow(ctx, conn, name)
@@ -580,7 +589,7 @@ func Verify(ctx context.Context, pool *pgxpool.Pool, src Source, progress ...Pro
 	}
 	// Read-only: there is nothing to commit, ever.
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
-	if events, err = bulkLoad(ctx, tx, src, progress); err != nil {
+	if events, err = bulkLoad(ctx, pool, tx, src, progress); err != nil {
 		return 0, nil, fmt.Errorf("verify: replay: %w", err)
 	}
 	if err := recomputeAggregates(ctx, tx); err != nil {

@@ -152,6 +152,11 @@ func timed(ctx context.Context, svc *benchkit.Service, args ...string) (time.Dur
 	if err != nil {
 		return d, 0, fmt.Errorf("saasapi %s: %w: %s", strings.Join(args, " "), err, out.String())
 	}
+	for _, line := range strings.Split(out.String(), "\n") {
+		if strings.HasPrefix(line, "rebuild: ") { // the steps a rebuild reports
+			logf("  %s", line)
+		}
+	}
 	logf("saasapi %s: %s", strings.Join(args, " "), lastLine(out.String()))
 	var rss int64
 	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
@@ -228,7 +233,7 @@ func seed(ctx context.Context, base string, o options) (*history, error) {
 
 // fill appends events through the API until the store holds target: each
 // client owns some organisations, so that its picture of them is exact.
-func (h *history) fill(ctx context.Context, db *pgx.Conn, target int) error {
+func (h *history) fill(ctx context.Context, db *pgx.Conn, target int) (err error) {
 	var have int64
 	if err := db.QueryRow(ctx, `SELECT count(*) FROM events`).Scan(&have); err != nil {
 		return err
@@ -237,12 +242,19 @@ func (h *history) fill(ctx context.Context, db *pgx.Conn, target int) error {
 	if missing <= 0 {
 		return nil
 	}
+	// Some steps append nothing (an update to the status a project has
+	// already): fill again until the target is reached.
+	defer func() {
+		if err == nil {
+			err = h.fill(ctx, db, target)
+		}
+	}()
 	logf("building the history: %d more events", missing)
 	var left atomic.Int64
 	left.Store(missing)
 	start := time.Now()
 	var done atomic.Int64
-	err := benchkit.Parallel(h.o.workers, h.o.workers, func(w int) error {
+	return benchkit.Parallel(h.o.workers, h.o.workers, func(w int) error {
 		var mine []*org
 		for k := w; k < len(h.orgs); k += h.o.workers {
 			mine = append(mine, h.orgs[k])
@@ -261,7 +273,6 @@ func (h *history) fill(ctx context.Context, db *pgx.Conn, target int) error {
 		}
 		return nil
 	})
-	return err
 }
 
 // step writes one event to o: mostly projects created, updated and
