@@ -126,6 +126,7 @@ func run(ctx context.Context, o options) (err error) {
 			if writer, err = h.writeThroughRebuild(ctx, svc, events); err != nil {
 				return err
 			}
+			logf("%s", writer)
 		}
 	}
 	fmt.Fprintf(os.Stdout, "\n%s\n", writer)
