@@ -64,10 +64,11 @@ const (
 // the read tables there without any index, and loads them from one
 // snapshot through the bulk path (bulkLoad: events read stream by stream
 // in keyset batches, each row folded in memory and written once with
-// COPY). The indexes, the primary keys first, are built once the bulk is
-// in, rather than maintained row by row, the aggregates are recomputed
-// from the result with one statement each, and the copies are analysed,
-// all before any lock is taken.
+// COPY); the aggregates are recomputed from the result and the same
+// snapshot with one statement each. Once that is committed the indexes,
+// the primary keys first, are built two at a time (buildIndexes), rather
+// than maintained row by row, and the copies are analysed: all before any
+// lock is taken.
 //
 // The snapshot is taken while a second connection briefly holds LOCK TABLE
 // ledgers IN EXCLUSIVE MODE, which waits for the writers in flight and
@@ -115,43 +116,30 @@ func Rebuild(ctx context.Context, pool *pgxpool.Pool, src Source, logf func(stri
 	if err != nil {
 		return 0, fmt.Errorf("rebuild: %w", err)
 	}
-	// The index builds sort whole tables: give them the memory to do it
-	// in one pass (the server's, for this session only).
-	if _, err := conn.Exec(ctx, `SET maintenance_work_mem = '256MB'`); err != nil {
-		return 0, fmt.Errorf("rebuild: %w", err)
-	}
-
-	// The bulk: one snapshot, folded and copied, indexes and aggregates
-	// afterwards.
+	// The bulk: one snapshot, folded and copied, the aggregates
+	// recomputed from the same snapshot; then the indexes.
 	replayStart := time.Now()
 	var after int64
+	var loaded time.Time
 	err = snapshotRound(ctx, pool, conn, func(tx pgx.Tx, upTo int64) error {
 		n, err := bulkLoad(ctx, pool, tx, src, progress)
 		if err != nil {
 			return err
 		}
 		events, after = n, upTo
-		loaded := time.Now()
-		for _, t := range tables {
-			if err := t.buildIndexes(ctx, tx); err != nil {
-				return err
-			}
-		}
-		if err := recomputeAggregates(ctx, tx); err != nil {
-			return err
-		}
-		for _, t := range tables {
-			if _, err := tx.Exec(ctx, `ANALYZE `+shadowSchema+`.`+pgx.Identifier{t.name}.Sanitize()); err != nil {
-				return fmt.Errorf("analyse the copy of %s: %w", t.name, err)
-			}
-		}
-		logf("rebuild: loaded %d events in %s, indexed and counted in %s", n,
-			loaded.Sub(replayStart).Round(time.Millisecond), time.Since(loaded).Round(time.Millisecond))
-		return nil
+		loaded = time.Now()
+		return recomputeAggregates(ctx, tx)
 	})
 	if err != nil {
 		return 0, fmt.Errorf("rebuild: %w", err)
 	}
+	counted := time.Now()
+	if err := buildIndexes(ctx, pool, tables); err != nil {
+		return 0, fmt.Errorf("rebuild: %w", err)
+	}
+	logf("rebuild: loaded %d events in %s, counted in %s, indexed and analysed in %s", events,
+		loaded.Sub(replayStart).Round(time.Millisecond), counted.Sub(loaded).Round(time.Millisecond),
+		time.Since(counted).Round(time.Millisecond))
 	logf("rebuild: replayed %d events into new read tables in %s (%.0f events/s); writers went on",
 		events, time.Since(replayStart).Round(time.Millisecond), rate(events, time.Since(replayStart)))
 
@@ -202,9 +190,10 @@ type shadowTable struct {
 	name string
 	// live is the live table's schema-qualified name, liveSchema its schema.
 	live, liveSchema string
-	// later are the statements that build the indexes other than the
-	// primary key on the copy.
-	later []string
+	// constraints are the statements that add the copy's constraints
+	// backed by an index, its primary key first; indexes those that build
+	// its other indexes.
+	constraints, indexes []string
 }
 
 // prepareShadow drops what a failed rebuild left, creates the copies of
@@ -238,25 +227,29 @@ func prepareShadow(ctx context.Context, conn *pgx.Conn) ([]shadowTable, error) {
 		// Constraints keep their names and kinds (the primary key first);
 		// plain indexes are recreated from their definitions. All are
 		// built after the load (buildIndexes).
-		rows, err := conn.Query(ctx, `SELECT coalesce(con.contype = 'p', false),
+		rows, err := conn.Query(ctx, `SELECT coalesce(con.contype = 'p', false), con.oid IS NOT NULL,
 				CASE WHEN con.oid IS NOT NULL
 					THEN format('ALTER TABLE %s ADD CONSTRAINT %I %s', $2::text, con.conname, pg_get_constraintdef(con.oid))
 					ELSE regexp_replace(pg_get_indexdef(i.indexrelid), ' ON \S+ ', ' ON ' || $2 || ' ') END
 			FROM pg_index i LEFT JOIN pg_constraint con ON con.conindid = i.indexrelid AND con.conrelid = i.indrelid
-			WHERE i.indrelid = to_regclass($1) ORDER BY 1 DESC, i.indexrelid`, t.live, copied)
+			WHERE i.indrelid = to_regclass($1) ORDER BY 1 DESC, 2 DESC, i.indexrelid`, t.live, copied)
 		if err != nil {
 			return nil, fmt.Errorf("read the indexes of %s: %w", name, err)
 		}
 		var keyed bool
 		for rows.Next() {
-			var primary bool
+			var primary, constraint bool
 			var stmt string
-			if err := rows.Scan(&primary, &stmt); err != nil {
+			if err := rows.Scan(&primary, &constraint, &stmt); err != nil {
 				rows.Close()
 				return nil, fmt.Errorf("read the indexes of %s: %w", name, err)
 			}
 			keyed = keyed || primary
-			t.later = append(t.later, stmt)
+			if constraint {
+				t.constraints = append(t.constraints, stmt)
+			} else {
+				t.indexes = append(t.indexes, stmt)
+			}
 		}
 		if err := rows.Err(); err != nil {
 			return nil, fmt.Errorf("read the indexes of %s: %w", name, err)
@@ -299,14 +292,85 @@ func prepareShadow(ctx context.Context, conn *pgx.Conn) ([]shadowTable, error) {
 	return tables, nil
 }
 
-// buildIndexes builds the copy's indexes, its primary key first.
-func (t shadowTable) buildIndexes(ctx context.Context, tx pgx.Tx) error {
-	for _, stmt := range t.later {
-		if _, err := tx.Exec(ctx, stmt); err != nil {
-			return fmt.Errorf("index the copy of %s: %w", t.name, err)
+// indexBuilders is how many index builds run at once: one per core of
+// the machines this runs on, whose builds are CPU-bound once the copies
+// are cached.
+const indexBuilders = 2
+
+// buildIndexes builds the copies' indexes once they are loaded and
+// committed, indexBuilders at a time on connections of pool, each build
+// in a transaction of its own with the memory to sort in one pass: first
+// every table's constraints (one table's in order, since adding one locks
+// the table), then the other indexes (which may run side by side on one
+// table), then ANALYZE, so that the planner knows the new tables as soon
+// as they are swapped in. The copies are seen by nobody else, so nothing
+// waits for these steps.
+func buildIndexes(ctx context.Context, pool *pgxpool.Pool, tables []shadowTable) error {
+	var constraints, indexes, analyses [][]string
+	for _, t := range tables {
+		if len(t.constraints) > 0 {
+			constraints = append(constraints, t.constraints)
+		}
+		for _, stmt := range t.indexes {
+			indexes = append(indexes, []string{stmt})
+		}
+		analyses = append(analyses, []string{`ANALYZE ` + shadowSchema + `.` + pgx.Identifier{t.name}.Sanitize()})
+	}
+	for _, jobs := range [][][]string{constraints, indexes, analyses} {
+		if err := runJobs(ctx, pool, jobs); err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+// runJobs runs each job (statements in one transaction) on up to
+// indexBuilders connections of pool, and returns the first failure.
+func runJobs(ctx context.Context, pool *pgxpool.Pool, jobs [][]string) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	next := make(chan []string)
+	errs := make(chan error, indexBuilders)
+	for range indexBuilders {
+		go func() {
+			var first error
+			for job := range next {
+				if first != nil {
+					continue
+				}
+				if first = runJob(ctx, pool, job); first != nil {
+					cancel()
+				}
+			}
+			errs <- first
+		}()
+	}
+	for _, job := range jobs {
+		next <- job
+	}
+	close(next)
+	var err error
+	for range indexBuilders {
+		err = errors.Join(err, <-errs)
+	}
+	return err
+}
+
+func runJob(ctx context.Context, pool *pgxpool.Pool, job []string) error {
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	if _, err := tx.Exec(ctx, `SET LOCAL maintenance_work_mem = '256MB'`); err != nil {
+		return err
+	}
+	for _, stmt := range job {
+		if _, err := tx.Exec(ctx, stmt); err != nil {
+			return fmt.Errorf("index the copies: %s: %w", stmt, err)
+		}
+	}
+	return tx.Commit(ctx)
 }
 
 // snapshotRound runs fn in a REPEATABLE READ transaction on conn whose
