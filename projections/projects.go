@@ -108,6 +108,71 @@ func init() {
 	})
 }
 
+// projectFold is a projects row as the bulk path folds it: the handlers
+// above, restated in memory.
+type projectFold struct {
+	orgID, id, name, status     string
+	description                 *string
+	createdByUser, createdByKey *string
+	updatedByUser, updatedByKey *string
+	deletedAt                   *time.Time
+	version                     int64
+	createdAt, updatedAt        time.Time
+}
+
+func (r *projectFold) table() string { return "projects" }
+
+func (r *projectFold) values() []any {
+	return []any{r.orgID, r.id, r.name, r.description, r.status, r.createdByUser, r.createdByKey,
+		r.updatedByUser, r.updatedByKey, r.deletedAt, r.version, r.createdAt, r.updatedAt}
+}
+
+func init() {
+	copyColumns["projects"] = []string{"organisation_id", "id", "name", "description", "status",
+		"created_by_user_id", "created_by_api_key_id", "updated_by_user_id", "updated_by_api_key_id",
+		"deleted_at", "version", "created_at", "updated_at"}
+	registerFold(saasapi.EventProjectCreated, func(cur row, e saasapi.Event, p any) (row, error) {
+		if cur != nil {
+			return nil, errCreatedTwice(e)
+		}
+		d := p.(*saasapi.ProjectCreated)
+		return &projectFold{orgID: string(e.LedgerID), id: string(e.StreamID), name: d.ProjectName,
+			description: d.Description, status: d.Status,
+			createdByUser: idPtr(e.Actor.UserID), createdByKey: idPtr(e.Actor.APIKeyID),
+			updatedByUser: idPtr(e.Actor.UserID), updatedByKey: idPtr(e.Actor.APIKeyID),
+			version: e.StreamVersion, createdAt: e.OccurredAt, updatedAt: e.OccurredAt}, nil
+	})
+	registerFold(saasapi.EventProjectUpdated, func(cur row, e saasapi.Event, p any) (row, error) {
+		r, ok := cur.(*projectFold)
+		if !ok {
+			return cur, nil
+		}
+		d := p.(*saasapi.ProjectUpdated)
+		if d.Name != nil {
+			r.name = *d.Name
+		}
+		if d.Status != nil {
+			r.status = *d.Status
+		}
+		if d.Description.Set {
+			r.description = d.Description.Value
+		}
+		r.updatedByUser, r.updatedByKey = idPtr(e.Actor.UserID), idPtr(e.Actor.APIKeyID)
+		r.version, r.updatedAt = e.StreamVersion, e.OccurredAt
+		return r, nil
+	})
+	registerFold(saasapi.EventProjectDeleted, func(cur row, e saasapi.Event, _ any) (row, error) {
+		r, ok := cur.(*projectFold)
+		if !ok {
+			return cur, nil
+		}
+		r.deletedAt = timePtr(e.OccurredAt)
+		r.updatedByUser, r.updatedByKey = idPtr(e.Actor.UserID), idPtr(e.Actor.APIKeyID)
+		r.version, r.updatedAt = e.StreamVersion, e.OccurredAt
+		return r, nil
+	})
+}
+
 // CreatedProject is the row the project.created handler writes, as the
 // read model returns it: what a creation answers without reading it back.
 func CreatedProject(e saasapi.Event) Project {

@@ -233,16 +233,26 @@ func runProjections(ctx context.Context, which string, env environment, stdout, 
 }
 
 // openedEvents is how the projections read the event stream: eventstore's
-// position-ordered reader, handed over so that projections need not import
-// eventstore, with personal fields opened (or read as erased where the
-// person's key is gone, so that a replay projects the tombstone).
-func openedEvents(keys *saasapi.DataKeyring) projections.EventReader {
-	return func(ctx context.Context, tx pgx.Tx, after int64, limit int) ([]saasapi.Event, error) {
-		evs, err := eventstore.ReadAll(ctx, tx, after, limit)
-		if err != nil {
-			return nil, err
-		}
-		return evs, commands.OpenPersonalEvents(ctx, tx, keys, evs)
+// readers, by position and stream by stream, handed over so that
+// projections need not import eventstore, with personal fields opened (or
+// read as erased where the person's key is gone, so that a replay
+// projects the tombstone).
+func openedEvents(keys *saasapi.DataKeyring) projections.Source {
+	return projections.Source{
+		Positions: func(ctx context.Context, tx pgx.Tx, after int64, limit int) ([]saasapi.Event, error) {
+			evs, err := eventstore.ReadAll(ctx, tx, after, limit)
+			if err != nil {
+				return nil, err
+			}
+			return evs, commands.OpenPersonalEvents(ctx, tx, keys, evs)
+		},
+		Streams: func(ctx context.Context, tx pgx.Tx, after saasapi.Event, limit int) ([]saasapi.Event, error) {
+			evs, err := eventstore.ReadStreams(ctx, tx, after, limit)
+			if err != nil {
+				return nil, err
+			}
+			return evs, commands.OpenPersonalEvents(ctx, tx, keys, evs)
+		},
 	}
 }
 
