@@ -212,6 +212,47 @@ func OpenPersonal(dataKey []byte, e Event) (Event, error) {
 	return e, nil
 }
 
+// SealPlainPersonal seals, with dataKey and the event ID as associated
+// data, the personal fields of a stored event that are still in plain text
+// (as versions before sealing wrote them) and returns the new payload;
+// fields already sealed are left as they are. It returns nil when there is
+// nothing to seal.
+func SealPlainPersonal(dataKey []byte, e Event) (json.RawMessage, error) {
+	if !HasPlainPersonal(e) {
+		return nil, nil
+	}
+	return mapFields(e.Payload, PersonalFields(e.Type), func(v string) (string, error) {
+		if IsSealedValue(v) {
+			return v, nil
+		}
+		return SealPersonalValue(dataKey, e.ID, v)
+	})
+}
+
+// HasPlainPersonal reports whether a stored event holds a personal field
+// in plain text. A payload that is not a JSON object holds none.
+func HasPlainPersonal(e Event) bool {
+	fields := PersonalFields(e.Type)
+	if len(fields) == 0 {
+		return false
+	}
+	var obj map[string]json.RawMessage
+	if json.Unmarshal(e.Payload, &obj) != nil {
+		return false
+	}
+	for _, name := range fields {
+		var v string
+		if raw, ok := obj[name]; ok && json.Unmarshal(raw, &v) == nil && !IsSealedValue(v) {
+			return true
+		}
+	}
+	return false
+}
+
+// SealedValuePrefix starts every sealed value (and no plain one that sealing
+// would leave alone), for queries that look for plain values.
+const SealedValuePrefix = sealedPrefix
+
 // RedactPersonal returns e with its personal fields replaced by Erased: what
 // views show of events that are not the viewer's own.
 func RedactPersonal(e Event) (Event, error) {

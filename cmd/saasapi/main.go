@@ -48,6 +48,9 @@ Usage:
   saasapi users erase --user ID
                      erase a person: end their memberships, destroy their
                      data key, keep only their ID
+  saasapi users seal-legacy [--limit N]
+                     seal the personal data that versions before sealing
+                     stored in plain text (resumable; as the schema owner)
   saasapi version    print the version and the source revision (also --version)
   saasapi help [COMMAND]
                      show this help, or a command's (also COMMAND --help)
@@ -133,6 +136,7 @@ var subcommands = []command{
 		return runProjections(ctx, "verify", env, stdout, stderr)
 	})},
 	{"users erase", usersEraseUsage, usersEraseFlags},
+	{"users seal-legacy", usersSealLegacyUsage, usersSealLegacyFlags},
 	{"version", versionUsage, noFlags(func(_ context.Context, _ environment, stdout, _ io.Writer) error {
 		fmt.Fprint(stdout, versionText(debug.ReadBuildInfo()))
 		return nil

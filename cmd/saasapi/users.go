@@ -2,17 +2,24 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/saasapi/saasapi"
 	"github.com/saasapi/saasapi/commands"
+	"github.com/saasapi/saasapi/eventstore"
+	"github.com/saasapi/saasapi/internal/progress"
 )
 
 const usersUsage = `Usage:
   saasapi users erase --user ID   erase a person (a data subject request
                                   received by other channels)
+  saasapi users seal-legacy [--limit N]
+                                  seal the personal data that versions
+                                  before sealing stored in plain text
 `
 
 const usersEraseUsage = `Usage: saasapi users erase --user ID
@@ -56,5 +63,117 @@ func runUsersErase(ctx context.Context, id saasapi.ID, env environment, stdout, 
 		return fmt.Errorf("users erase: %w", err)
 	}
 	fmt.Fprintf(stdout, "erased user %s\n", id)
+	return nil
+}
+
+const usersSealLegacyUsage = `Usage: saasapi users seal-legacy [--limit N]
+
+Seal the personal fields (email, display name) that versions before sealing
+stored in plain text in the events of users' ledgers. Each ledger is done in
+one transaction: the person's data key is created if they have none (an
+erased person's values are sealed under a key that is never kept), the plain
+fields are replaced by sealed ones, the ledger's hash chain and Merkle tree
+are recomputed, its last signed checkpoint is dropped (the next one is
+signed afresh), and the old and new head and root are recorded in the table
+ledger_reseals. Ledgers already sealed are skipped, so the command can be
+interrupted and run again. It must connect as the schema owner (the role
+that runs saasapi migrate) with SAAS_API_DATABASE_URL, and needs
+SAAS_API_DATA_KEY; the service may keep running. A ledger whose stored chain
+does not verify is left alone and reported. Exit status: 0 nothing left in
+plain text (or --limit reached), 1 a failure or a ledger left, 2 usage. See
+docs/operations.md.
+`
+
+// usersSealLegacyFlags defines the flags of `saasapi users seal-legacy`.
+func usersSealLegacyFlags(fs *flag.FlagSet) action {
+	limit := fs.Int("limit", 0, "seal at most `N` ledgers, then stop (0: all)")
+	return func(ctx context.Context, env environment, stdout, stderr io.Writer) error {
+		if *limit < 0 {
+			return usageFail(stderr, "users seal-legacy", "--limit must not be negative", usersSealLegacyUsage)
+		}
+		pool, err := opsPool(ctx, env, stderr, "users seal-legacy")
+		if err != nil {
+			return err
+		}
+		defer pool.Close()
+		keys, err := opsKeyring(ctx, env, pool)
+		if err != nil {
+			return fmt.Errorf("users seal-legacy: %w", err)
+		}
+		return sealLegacy(ctx, pool, keys, *limit, stdout, stderr, nil)
+	}
+}
+
+// sealLegacyPage is how many ledgers one query of sealLegacy finds.
+const sealLegacyPage = 200
+
+// sealLegacy seals the plain personal data of up to limit ledgers (0: all),
+// calling done, if not nil, after each ledger's transaction committed.
+func sealLegacy(ctx context.Context, db interface {
+	commands.Querier
+	commands.TxBeginner
+}, keys *saasapi.DataKeyring, limit int, stdout, stderr io.Writer, done func(*eventstore.Reseal),
+) error {
+	total, err := commands.CountPlainPersonalEvents(ctx, db)
+	if err != nil {
+		return fmt.Errorf("users seal-legacy: %w", err)
+	}
+	meter := progress.New(stderr, "users seal-legacy")
+	meter.SetTotal(total)
+	var (
+		ledgers, events int64
+		left            []string
+		after           saasapi.ID
+	)
+	for limit == 0 || ledgers < int64(limit) {
+		ids, err := commands.PlainPersonalLedgers(ctx, db, after, sealLegacyPage)
+		if err != nil {
+			return fmt.Errorf("users seal-legacy: %w", err)
+		}
+		for _, id := range ids {
+			if limit > 0 && ledgers == int64(limit) {
+				break
+			}
+			after = id
+			r, err := commands.SealPlainLedger(ctx, db, keys, id)
+			var ce *eventstore.ChainError
+			switch {
+			case errors.As(err, &ce):
+				fmt.Fprintf(stderr, "users seal-legacy: %v\n", err)
+				left = append(left, string(id))
+				continue
+			case err != nil:
+				return fmt.Errorf("users seal-legacy: %w (the ledgers sealed so far stay sealed; run again to go on)", err)
+			case r == nil:
+				continue // sealed meanwhile
+			}
+			ledgers++
+			events += int64(r.EventsChanged)
+			meter.Add(int64(r.EventsChanged))
+			if done != nil {
+				done(r)
+			}
+		}
+		if len(ids) < sealLegacyPage {
+			break
+		}
+	}
+	meter.Finish()
+	fmt.Fprintf(stdout, "sealed %d ledgers (%d events with personal data in plain text)\n", ledgers, events)
+	remaining, err := commands.CountPlainPersonalEvents(ctx, db)
+	if err != nil {
+		return fmt.Errorf("users seal-legacy: %w", err)
+	}
+	switch {
+	case len(left) > 0:
+		return fmt.Errorf("users seal-legacy: %d ledgers do not verify and were left in plain text (run saasapi audit verify): %s",
+			len(left), strings.Join(left, ", "))
+	case remaining > 0 && limit > 0 && ledgers == int64(limit):
+		fmt.Fprintf(stdout, "%d events still hold personal data in plain text: run again to go on\n", remaining)
+	case remaining > 0:
+		return fmt.Errorf("users seal-legacy: %d events still hold personal data in plain text (written meanwhile by an earlier version?): run again", remaining)
+	default:
+		fmt.Fprintln(stdout, "no personal data is left in plain text")
+	}
 	return nil
 }
