@@ -8,6 +8,7 @@ import (
 	"io"
 	"strings"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/saasapi/saasapi"
 	"github.com/saasapi/saasapi/commands"
 	"github.com/saasapi/saasapi/eventstore"
@@ -20,6 +21,9 @@ const usersUsage = `Usage:
   saasapi users seal-legacy [--limit N]
                                   seal the personal data that versions
                                   before sealing stored in plain text
+  saasapi users rewrap-keys [--batch N]
+                                  re-wrap every person's data key under a
+                                  new SAAS_API_DATA_KEY
 `
 
 const usersEraseUsage = `Usage: saasapi users erase --user ID
@@ -91,17 +95,27 @@ func usersSealLegacyFlags(fs *flag.FlagSet) action {
 		if *limit < 0 {
 			return usageFail(stderr, "users seal-legacy", "--limit must not be negative", usersSealLegacyUsage)
 		}
-		pool, err := opsPool(ctx, env, stderr, "users seal-legacy")
-		if err != nil {
-			return err
-		}
-		defer pool.Close()
-		keys, err := opsKeyring(ctx, env, pool)
-		if err != nil {
-			return fmt.Errorf("users seal-legacy: %w", err)
-		}
-		return sealLegacy(ctx, pool, keys, *limit, stdout, stderr, nil)
+		return withKeyring(ctx, env, stderr, "users seal-legacy", func(pool *pgxpool.Pool, keys *saasapi.DataKeyring) error {
+			return sealLegacy(ctx, pool, keys, *limit, stdout, stderr, nil)
+		})
 	}
+}
+
+// withKeyring runs f with the pool and the checked keyring of an operator
+// command.
+func withKeyring(ctx context.Context, env environment, stderr io.Writer, command string,
+	f func(*pgxpool.Pool, *saasapi.DataKeyring) error,
+) error {
+	pool, err := opsPool(ctx, env, stderr, command)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	keys, err := opsKeyring(ctx, env, pool)
+	if err != nil {
+		return fmt.Errorf("%s: %w", command, err)
+	}
+	return f(pool, keys)
 }
 
 // sealLegacyPage is how many ledgers one query of sealLegacy finds.
@@ -175,5 +189,78 @@ func sealLegacy(ctx context.Context, db interface {
 	default:
 		fmt.Fprintln(stdout, "no personal data is left in plain text")
 	}
+	return nil
+}
+
+const usersRewrapKeysUsage = `Usage: saasapi users rewrap-keys [--batch N]
+
+Re-wrap every person's data key (person_keys) from the key-encryption key in
+SAAS_API_DATA_KEY_PREVIOUS to the one in SAAS_API_DATA_KEY, N keys per
+transaction, then move the key check value to the new key. The start is
+recorded in data_key_check, so a rotation left half-done is detected at
+start-up (processes are then refused unless they hold both keys) and
+finished by running the command again with the same two keys. Keys are
+unwrapped only in this process; the database sees wrapped keys alone. Run
+it after every process of the service holds both keys, and remove
+SAAS_API_DATA_KEY_PREVIOUS once it has finished. Needs the schema owner's
+SAAS_API_DATABASE_URL. Exit status: 0 finished (or nothing to do), 1 a
+failure, 2 usage. See docs/runbook.md.
+`
+
+// usersRewrapKeysFlags defines the flags of `saasapi users rewrap-keys`.
+func usersRewrapKeysFlags(fs *flag.FlagSet) action {
+	batch := fs.Int("batch", 1000, "re-wrap `N` keys per transaction")
+	return func(ctx context.Context, env environment, stdout, stderr io.Writer) error {
+		if *batch < 1 {
+			return usageFail(stderr, "users rewrap-keys", "--batch must be at least 1", usersRewrapKeysUsage)
+		}
+		return withKeyring(ctx, env, stderr, "users rewrap-keys", func(pool *pgxpool.Pool, keys *saasapi.DataKeyring) error {
+			return rewrapKeys(ctx, pool, keys, *batch, stdout, stderr, nil)
+		})
+	}
+}
+
+// rewrapKeys runs the rotation, calling done, if not nil, after each batch
+// committed.
+func rewrapKeys(ctx context.Context, db commands.TxBeginner, keys *saasapi.DataKeyring, batch int,
+	stdout, stderr io.Writer, done func(n int),
+) error {
+	left, err := commands.BeginRewrap(ctx, db, keys)
+	if errors.Is(err, commands.ErrRotationDone) {
+		fmt.Fprintf(stdout, "the data keys are wrapped with %s already: nothing to do\n", saasapi.EnvDataKey)
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("users rewrap-keys: %w", err)
+	}
+	meter := progress.New(stderr, "users rewrap-keys")
+	meter.SetTotal(left)
+	var (
+		after saasapi.ID
+		total int
+	)
+	for {
+		var n int
+		after, n, err = commands.RewrapBatch(ctx, db, keys, after, batch)
+		if err != nil {
+			return fmt.Errorf("users rewrap-keys: %w (the keys re-wrapped so far stay so; run again to go on)", err)
+		}
+		total += n
+		meter.Add(int64(n))
+		if done != nil && n > 0 {
+			done(n)
+		}
+		if n < batch {
+			break
+		}
+	}
+	n, err := commands.FinishRewrap(ctx, db, keys)
+	if err != nil {
+		return fmt.Errorf("users rewrap-keys: %w (run again to finish)", err)
+	}
+	meter.Add(int64(n))
+	meter.Finish()
+	fmt.Fprintf(stdout, "re-wrapped %d data keys under %s; the key check value names it now: remove %s from every process\n",
+		total+n, saasapi.EnvDataKey, saasapi.EnvDataKeyPrevious)
 	return nil
 }
