@@ -25,7 +25,7 @@ import (
 // user.registered event with the email and display name in plain text, the
 // read row and the credentials, and no data key. It writes through the
 // owner's pool, with the real append.
-func registerLegacy(t *testing.T, owner *pgxpool.Pool, email, name string) saasapi.ID {
+func registerLegacy(t testing.TB, owner *pgxpool.Pool, email, name string) saasapi.ID {
 	t.Helper()
 	ctx := context.Background()
 	hash, err := auth.NewHasher(auth.TestParams, 0).Hash(ctx, legacyPassword)
