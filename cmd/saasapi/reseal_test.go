@@ -350,3 +350,43 @@ func (w *ledgerWorld) try(method, path, body, token string) (int, string) {
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
 }
+
+// TestSealLegacyLeavesABrokenLedger: a ledger whose chain does not verify
+// is not rewritten (a rewrite would hide the tampering); it is named, the
+// other ledgers are sealed, and the command fails.
+func TestSealLegacyLeavesABrokenLedger(t *testing.T) {
+	t.Parallel()
+	w := newOpsWorld(t)
+	good := registerLegacy(t, w.pool, "good.legacy@example.com", "Good Legacy")
+	bad := registerLegacy(t, w.pool, "bad.legacy@example.com", "Bad Legacy")
+	ctx := context.Background()
+	tx, err := w.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	for _, sql := range []string{`ALTER TABLE events DISABLE TRIGGER events_append_only`,
+		`UPDATE events SET payload = '{"display_name":"Bad Legacy","email":"forged.legacy@example.com"}' WHERE ledger_id = '` + string(bad) + `'`,
+		`ALTER TABLE events ENABLE TRIGGER events_append_only`} {
+		if _, err := tx.Exec(ctx, sql); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	out, stderr, err := w.run(t, "users", "seal-legacy")
+	if err == nil || !strings.Contains(err.Error(), "1 ledgers do not verify") || !strings.Contains(err.Error(), string(bad)) ||
+		!strings.Contains(stderr, "first bad sequence 1") || !strings.HasPrefix(out, "sealed 1 ledgers") {
+		t.Fatalf("seal-legacy with a tampered ledger: %q, %q, %v", out, stderr, err)
+	}
+	if n := countRows(t, w.pool, `SELECT count(*) FROM ledger_reseals WHERE ledger_id = $1`, good); n != 1 {
+		t.Error("the intact ledger was not sealed")
+	}
+	if n := countRows(t, w.pool, `SELECT count(*) FROM ledger_reseals WHERE ledger_id = $1`, bad); n != 0 {
+		t.Error("the tampered ledger was rewritten")
+	}
+	if _, _, err := w.run(t, "audit", "verify", "--org", string(bad)); err == nil {
+		t.Error("the tampering no longer shows")
+	}
+}
