@@ -280,15 +280,18 @@ func TestSealLegacyWhileTheServiceWrites(t *testing.T) {
 	}
 	before := countRows(t, owner, `SELECT count(*) FROM events`)
 	var (
-		wg     sync.WaitGroup
-		mu     sync.Mutex
-		logins int
-		done   = make(chan struct{})
+		wg, started sync.WaitGroup
+		mu          sync.Mutex
+		logins      int
+		done        = make(chan struct{})
 	)
 	for i := range emails {
 		wg.Add(1)
+		started.Add(1)
 		go func() {
 			defer wg.Done()
+			under := sync.OnceFunc(started.Done)
+			defer under() // also when it fails before its first round
 			for {
 				select {
 				case <-done:
@@ -307,9 +310,11 @@ func TestSealLegacyWhileTheServiceWrites(t *testing.T) {
 					t.Errorf("checkpoint during sealing: %d %s", status, body)
 					return
 				}
+				under()
 			}
 		}()
 	}
+	started.Wait() // every writer is under way before the sealing starts
 	err := sealLegacy(t.Context(), owner, testKeyring(t), 0, &strings.Builder{}, &strings.Builder{}, nil)
 	close(done)
 	wg.Wait()
@@ -388,5 +393,74 @@ func TestSealLegacyLeavesABrokenLedger(t *testing.T) {
 	}
 	if _, _, err := w.run(t, "audit", "verify", "--org", string(bad)); err == nil {
 		t.Error("the tampering no longer shows")
+	}
+}
+
+// TestSealLegacyKilledInsideALedger: a run whose connection dies in the
+// middle of a ledger's transaction (its events, tree and head already
+// rewritten, the checkpoint not yet dropped) leaves that ledger exactly as
+// it was; the next run seals it.
+func TestSealLegacyKilledInsideALedger(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	w := newOpsWorld(t)
+	ledger := registerLegacy(t, w.pool, "killed.legacy@example.com", "Killed Legacy")
+	head, err := eventstore.ReadHead(ctx, w.pool, ledger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, _ := head.Tree.Root()
+	if _, err := w.pool.Exec(ctx, `INSERT INTO ledger_checkpoints (ledger_id, tree_size, root_hash, note) VALUES ($1, 1, $2, 'kept')`,
+		ledger, root[:]); err != nil {
+		t.Fatal(err)
+	}
+	_, before := eventsDump(t, w.pool)
+	// Hold the checkpoint row, so that the run stops at its last statements.
+	blocker, err := w.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = blocker.Rollback(ctx) }()
+	if _, err := blocker.Exec(ctx, `SELECT 1 FROM ledger_checkpoints WHERE ledger_id = $1 FOR UPDATE`, ledger); err != nil {
+		t.Fatal(err)
+	}
+	result := make(chan error, 1)
+	go func() { _, _, err := w.run(t, "users", "seal-legacy"); result <- err }()
+	var pid int
+	for deadline := time.Now().Add(20 * time.Second); pid == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the run never reached the checkpoint")
+		}
+		err := w.pool.QueryRow(ctx, `SELECT pid FROM pg_stat_activity WHERE datname = current_database()
+			AND wait_event_type = 'Lock' AND query LIKE 'DELETE FROM ledger_checkpoints%'`).Scan(&pid)
+		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			t.Fatal(err)
+		}
+	}
+	if _, err := w.pool.Exec(ctx, `SELECT pg_terminate_backend($1)`, pid); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-result; err == nil {
+		t.Fatal("a run whose connection was killed succeeded")
+	}
+	if err := blocker.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, after := eventsDump(t, w.pool); after != before {
+		t.Fatal("the killed transaction left part of its rewrite behind")
+	}
+	if n := countRows(t, w.pool, `SELECT count(*) FROM ledger_checkpoints WHERE ledger_id = $1`, ledger) +
+		countRows(t, w.pool, `SELECT count(*) FROM ledger_reseals`) +
+		countRows(t, w.pool, `SELECT count(*) FROM person_keys WHERE user_id = $1`, ledger); n != 1 {
+		t.Fatalf("after the kill: the checkpoint, reseal records and key of the ledger number %d, want the checkpoint alone", n)
+	}
+	if out, _, err := w.run(t, "audit", "verify"); err != nil {
+		t.Fatalf("audit verify after the kill: %v\n%s", err, out)
+	}
+	if out, _, err := w.run(t, "users", "seal-legacy"); err != nil || !strings.HasPrefix(out, "sealed 1 ledgers") {
+		t.Fatalf("the run after the kill: %q, %v", out, err)
+	}
+	if out, _, err := w.run(t, "audit", "verify"); err != nil {
+		t.Fatalf("audit verify after sealing: %v\n%s", err, out)
 	}
 }
