@@ -46,8 +46,15 @@ func CountPlainPersonalEvents(ctx context.Context, q Querier) (int64, error) {
 // PlainPersonalLedgers returns, in ID order, up to limit IDs greater than
 // after of the user ledgers that hold a personal field in plain text.
 func PlainPersonalLedgers(ctx context.Context, q Querier, after saasapi.ID, limit int) ([]saasapi.ID, error) {
-	rows, err := q.Query(ctx, `SELECT DISTINCT e.ledger_id FROM events e
-		WHERE e.ledger_id > $4 AND `+legacyFilter+` ORDER BY e.ledger_id LIMIT $5`,
+	// In ledger order by the ledgers' primary key, each probing only its
+	// own events: a whole run reads every user ledger's events once.
+	// (A lateral subquery with LIMIT 1, not EXISTS: the planner would turn
+	// EXISTS into a merge join that reads the events from the start on
+	// every page.)
+	rows, err := q.Query(ctx, `SELECT l.ledger_id FROM ledgers l
+		CROSS JOIN LATERAL (SELECT 1 FROM events e WHERE e.ledger_id = l.ledger_id AND `+legacyFilter+` LIMIT 1) AS plain
+		WHERE l.ledger_type = 'user' AND l.ledger_id > $4
+		ORDER BY l.ledger_id LIMIT $5`,
 		append(legacyArgs(), after, limit)...)
 	if err != nil {
 		return nil, fmt.Errorf("find plain personal data: %w", err)
