@@ -35,8 +35,8 @@ type Reseal struct {
 	DroppedCheckpoint string // the note of the last signed checkpoint, dropped; empty if there was none
 }
 
-// ErrNotOwner means the rewrite was refused: the session is not the schema
-// owner, which alone may reseal.
+// ErrNotOwner means the rewrite was refused: the connection's role is not
+// the schema owner, which alone may reseal.
 var ErrNotOwner = errors.New("only the schema owner (the role that ran saasapi migrate) may reseal events: connect with its credentials")
 
 // rewriteBatch is how many events a rewrite reads per query.
