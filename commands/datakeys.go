@@ -7,6 +7,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/saasapi/saasapi"
+	"github.com/saasapi/saasapi/eventstore"
+	"github.com/saasapi/saasapi/projections"
 )
 
 // The people's data keys (saasapi.DataKeyring) live wrapped in person_keys,
@@ -83,6 +85,28 @@ func LoadDataKeys(ctx context.Context, q Querier, k *saasapi.DataKeyring, userID
 		}
 	}
 	return keys, rows.Err()
+}
+
+// OpenedEvents is the event source of a replay (projections.Rebuild and
+// Verify): the stored events, by position and stream by stream, with their
+// personal fields opened with k's keys (or Erased where a key is gone).
+func OpenedEvents(k *saasapi.DataKeyring) projections.Source {
+	return projections.Source{
+		Positions: func(ctx context.Context, tx pgx.Tx, after int64, limit int) ([]saasapi.Event, error) {
+			evs, err := eventstore.ReadAll(ctx, tx, after, limit)
+			if err != nil {
+				return nil, err
+			}
+			return evs, OpenPersonalEvents(ctx, tx, k, evs)
+		},
+		Streams: func(ctx context.Context, tx pgx.Tx, after saasapi.Event, limit int) ([]saasapi.Event, error) {
+			evs, err := eventstore.ReadStreams(ctx, tx, after, limit)
+			if err != nil {
+				return nil, err
+			}
+			return evs, OpenPersonalEvents(ctx, tx, k, evs)
+		},
+	}
 }
 
 // OpenPersonalEvents opens the personal fields of evs in place, loading the keys

@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/saasapi/saasapi"
 	"github.com/saasapi/saasapi/commands"
@@ -213,13 +212,7 @@ func verifyDatabase(t *testing.T, e *env) {
 	if _, _, err := eventstore.VerifyAll(ctx, e.db.Pool, nil); err != nil {
 		t.Fatalf("audit verify: %v", err)
 	}
-	read := func(ctx context.Context, tx pgx.Tx, after int64, limit int) ([]saasapi.Event, error) {
-		evs, err := eventstore.ReadAll(ctx, tx, after, limit)
-		if err != nil {
-			return nil, err
-		}
-		return evs, commands.OpenPersonalEvents(ctx, tx, saasapi.EphemeralDataKeyring(), evs)
-	}
+	read := commands.OpenedEvents(saasapi.EphemeralDataKeyring())
 	if _, diffs, err := projections.Verify(ctx, e.db.Pool, read); err != nil || len(diffs) != 0 {
 		t.Fatalf("projections verify: diffs %v, %v", diffs, err)
 	}

@@ -23,23 +23,7 @@ func TestMain(m *testing.M) { os.Exit(testdb.Run(m)) }
 
 // readEvents is the event source that cmd/saasapi hands to Rebuild and
 // Verify.
-var readEvents = projections.Source{Positions: readPositions, Streams: readStreams}
-
-func readPositions(ctx context.Context, tx pgx.Tx, after int64, limit int) ([]saasapi.Event, error) {
-	evs, err := eventstore.ReadAll(ctx, tx, after, limit)
-	if err != nil {
-		return nil, err
-	}
-	return evs, commands.OpenPersonalEvents(ctx, tx, saasapi.EphemeralDataKeyring(), evs)
-}
-
-func readStreams(ctx context.Context, tx pgx.Tx, after saasapi.Event, limit int) ([]saasapi.Event, error) {
-	evs, err := eventstore.ReadStreams(ctx, tx, after, limit)
-	if err != nil {
-		return nil, err
-	}
-	return evs, commands.OpenPersonalEvents(ctx, tx, saasapi.EphemeralDataKeyring(), evs)
-}
+var readEvents = commands.OpenedEvents(saasapi.EphemeralDataKeyring())
 
 // world is a database with realistic history, made by the real commands
 // through the application role.
@@ -284,7 +268,7 @@ func TestRebuildLetsWritersGoOn(t *testing.T) {
 			close(paused)
 			<-resume
 		}
-		return readStreams(ctx, tx, after, limit)
+		return readEvents.Streams(ctx, tx, after, limit)
 	}
 	var rebuildErr error
 	rebuilt := make(chan struct{})
@@ -375,7 +359,7 @@ func TestRebuildFailureChangesNothing(t *testing.T) {
 	before := dump(t, w.db.Pool)
 	twice := readEvents
 	twice.Streams = func(ctx context.Context, tx pgx.Tx, after saasapi.Event, limit int) ([]saasapi.Event, error) {
-		evs, err := readStreams(ctx, tx, after, limit)
+		evs, err := readEvents.Streams(ctx, tx, after, limit)
 		return append(evs, evs...), err
 	}
 	if _, err := projections.Rebuild(ctx, w.db.Pool, twice, nil); err == nil || !strings.Contains(err.Error(), "23505") {

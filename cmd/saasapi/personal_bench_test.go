@@ -39,13 +39,18 @@ func BenchmarkPersonalDataRebuild(b *testing.B) {
 		})
 	}
 	wg.Wait()
-	asStored := func(ctx context.Context, tx pgx.Tx, after int64, limit int) ([]saasapi.Event, error) {
-		return eventstore.ReadAll(ctx, tx, after, limit)
+	asStored := projections.Source{
+		Positions: func(ctx context.Context, tx pgx.Tx, after int64, limit int) ([]saasapi.Event, error) {
+			return eventstore.ReadAll(ctx, tx, after, limit)
+		},
+		Streams: func(ctx context.Context, tx pgx.Tx, after saasapi.Event, limit int) ([]saasapi.Event, error) {
+			return eventstore.ReadStreams(ctx, tx, after, limit)
+		},
 	}
 	for _, c := range []struct {
 		name string
-		read projections.EventReader
-	}{{"as-stored", asStored}, {"opened", openedEvents(testKeyring(b))}} {
+		read projections.Source
+	}{{"as-stored", asStored}, {"opened", commands.OpenedEvents(testKeyring(b))}} {
 		b.Run(c.name, func(b *testing.B) {
 			var (
 				events int64
