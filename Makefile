@@ -5,7 +5,7 @@ GO        ?= go
 BIN       := bin/saasapi
 PKG       := ./cmd/saasapi
 
-.PHONY: run build test test-only lint vet fmt fmt-check cover bench bench-http gate smoke clean
+.PHONY: run build test test-only lint vet fmt fmt-check cover bench bench-http bench-rebuild gate smoke clean
 
 ## run: start the API with its own private PostgreSQL under .data
 ## (built first and run directly, so that Ctrl-C reaches it unrelayed)
@@ -51,6 +51,14 @@ bench:
 bench-http: build
 	@command -v wrk >/dev/null || { apt-get update && apt-get install -y wrk; }
 	$(GO) run ./internal/benchhttp -bin $(BIN) $(BENCH_FLAGS)
+
+## bench-rebuild: projections rebuild and verify, audit verify and the
+## audit export at 100k, 500k and 1M events of a history built through the
+## API on one private cluster with fsync on, and a writer's latency through
+## a rebuild (docs/performance.md). BENCH_FLAGS passes flags, e.g.
+## BENCH_FLAGS='-sizes 20000' for a short run.
+bench-rebuild: build
+	$(GO) run ./internal/benchrebuild -bin $(BIN) $(BENCH_FLAGS)
 
 ## gate: everything CI checks (scripts/quality-gate.sh)
 gate:

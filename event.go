@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"reflect"
+	"sort"
 	"strings"
 	"time"
 )
@@ -283,3 +284,14 @@ var personalFields = func() map[string][]string {
 // PersonalFields returns the JSON names of the personal fields of an event
 // type's payload (none for most types).
 func PersonalFields(eventType string) []string { return personalFields[eventType] }
+
+// PersonalEventTypes returns the event types whose payloads have personal
+// fields, in name order.
+func PersonalEventTypes() []string {
+	types := make([]string, 0, len(personalFields))
+	for typ := range personalFields {
+		types = append(types, typ)
+	}
+	sort.Strings(types)
+	return types
+}

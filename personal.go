@@ -12,6 +12,7 @@ import (
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -42,9 +43,17 @@ const checkPlaintext = "saasapi-data-key-check-v1"
 // keys were wrapped with.
 var ErrWrongDataKey = errors.New(EnvDataKey + " is not the key this database's personal data keys were wrapped with (its key check value does not match): set the key this database was set up with")
 
-// DataKeyring holds the key-encryption key.
+// EnvDataKeyPrevious names the variable holding the key-encryption key
+// that SAAS_API_DATA_KEY replaces, while the people's keys are re-wrapped
+// (saasapi users rewrap-keys).
+const EnvDataKeyPrevious = "SAAS_API_DATA_KEY_PREVIOUS"
+
+// DataKeyring holds the key-encryption key, and during a rotation the one
+// it replaces.
 type DataKeyring struct {
-	kek cipher.AEAD
+	kek      cipher.AEAD
+	id       string
+	previous cipher.AEAD // nil unless rotating
 }
 
 // ParseDataKEK reads a key-encryption key written as 64 hex digits or as
@@ -73,8 +82,36 @@ func NewDataKeyring(kek []byte) (*DataKeyring, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &DataKeyring{kek: aead}, nil
+	return &DataKeyring{kek: aead, id: kekID(kek)}, nil
 }
+
+// kekID names a key-encryption key without revealing it: the first 8 bytes
+// of a SHA-256 over it, in hex.
+func kekID(kek []byte) string {
+	h := sha256.Sum256(append([]byte("saasapi-kek-id-v1:"), kek...))
+	return hex.EncodeToString(h[:8])
+}
+
+// ID names the key-encryption key that Wrap uses; person_keys.kek_id
+// records it for each wrapped key, so that a rotation knows which keys
+// are left.
+func (k *DataKeyring) ID() string { return k.id }
+
+// WithPrevious returns a keyring that wraps with k's key and unwraps with
+// it or with previous: the keyring of a rotation from previous to k's key.
+func (k *DataKeyring) WithPrevious(previous []byte) (*DataKeyring, error) {
+	aead, err := newAEAD(previous)
+	if err != nil {
+		return nil, err
+	}
+	if kekID(previous) == k.id {
+		return nil, fmt.Errorf("%s is the same key as %s", EnvDataKeyPrevious, EnvDataKey)
+	}
+	return &DataKeyring{kek: k.kek, id: k.id, previous: aead}, nil
+}
+
+// Rotating reports whether the keyring also holds a previous key.
+func (k *DataKeyring) Rotating() bool { return k.previous != nil }
 
 func newAEAD(key []byte) (cipher.AEAD, error) {
 	if len(key) != DataKeySize {
@@ -117,9 +154,14 @@ func (k *DataKeyring) Wrap(userID ID, dataKey []byte) []byte {
 	return seal(k.kek, dataKey, []byte("person-key:"+string(userID)))
 }
 
-// Unwrap decrypts a person's wrapped data key.
+// Unwrap decrypts a person's wrapped data key, with the key-encryption key
+// or, during a rotation, the previous one.
 func (k *DataKeyring) Unwrap(userID ID, wrapped []byte) ([]byte, error) {
-	dk, err := open(k.kek, wrapped, []byte("person-key:"+string(userID)))
+	ad := []byte("person-key:" + string(userID))
+	dk, err := open(k.kek, wrapped, ad)
+	if err != nil && k.previous != nil {
+		dk, err = open(k.previous, wrapped, ad)
+	}
 	if err != nil {
 		return nil, ErrWrongDataKey
 	}
@@ -212,6 +254,47 @@ func OpenPersonal(dataKey []byte, e Event) (Event, error) {
 	return e, nil
 }
 
+// SealPlainPersonal seals, with dataKey and the event ID as associated
+// data, the personal fields of a stored event that are still in plain text
+// (as versions before sealing wrote them) and returns the new payload;
+// fields already sealed are left as they are. It returns nil when there is
+// nothing to seal.
+func SealPlainPersonal(dataKey []byte, e Event) (json.RawMessage, error) {
+	if !HasPlainPersonal(e) {
+		return nil, nil
+	}
+	return mapFields(e.Payload, PersonalFields(e.Type), func(v string) (string, error) {
+		if IsSealedValue(v) {
+			return v, nil
+		}
+		return SealPersonalValue(dataKey, e.ID, v)
+	})
+}
+
+// HasPlainPersonal reports whether a stored event holds a personal field
+// in plain text. A payload that is not a JSON object holds none.
+func HasPlainPersonal(e Event) bool {
+	fields := PersonalFields(e.Type)
+	if len(fields) == 0 {
+		return false
+	}
+	var obj map[string]json.RawMessage
+	if json.Unmarshal(e.Payload, &obj) != nil {
+		return false
+	}
+	for _, name := range fields {
+		var v string
+		if raw, ok := obj[name]; ok && json.Unmarshal(raw, &v) == nil && !IsSealedValue(v) {
+			return true
+		}
+	}
+	return false
+}
+
+// SealedValuePrefix starts every sealed value (and no plain one that sealing
+// would leave alone), for queries that look for plain values.
+const SealedValuePrefix = sealedPrefix
+
 // RedactPersonal returns e with its personal fields replaced by Erased: what
 // views show of events that are not the viewer's own.
 func RedactPersonal(e Event) (Event, error) {
@@ -266,12 +349,61 @@ func (k *DataKeyring) CheckValue() []byte {
 	return seal(k.kek, []byte(checkPlaintext), []byte("data-key-check"))
 }
 
+// FirstCheckValue is the key check value that binds a database that has
+// none to this keyring: of its key, or during a rotation of the previous
+// one, which the existing person keys are wrapped with.
+func (k *DataKeyring) FirstCheckValue() []byte {
+	if k.previous != nil {
+		return seal(k.previous, []byte(checkPlaintext), []byte("data-key-check"))
+	}
+	return k.CheckValue()
+}
+
 // VerifyCheckValue reports ErrWrongDataKey unless the stored key check value
 // was sealed with this keyring's key.
 func (k *DataKeyring) VerifyCheckValue(stored []byte) error {
-	plain, err := open(k.kek, stored, []byte("data-key-check"))
-	if err != nil || string(plain) != checkPlaintext {
+	if !opensCheck(k.kek, stored) {
 		return ErrWrongDataKey
 	}
 	return nil
+}
+
+func opensCheck(aead cipher.AEAD, stored []byte) bool {
+	plain, err := open(aead, stored, []byte("data-key-check"))
+	return err == nil && string(plain) == checkPlaintext
+}
+
+// dataKeyError is a refusal of the keys given that says what to do; it is
+// an ErrWrongDataKey.
+type dataKeyError struct{ msg string }
+
+func (e *dataKeyError) Error() string { return e.msg }
+
+func (e *dataKeyError) Is(target error) bool { return target == ErrWrongDataKey }
+
+// VerifyCheckValues checks the keyring against the database's key check
+// value and, while a rotation is under way (saasapi users rewrap-keys), the
+// check value of the key it rotates to (next; nil otherwise). Without a
+// rotation the keyring's key, or its previous one, must have made the check
+// value; during one, the keyring must hold the key rotated to and, as its
+// previous key, the key rotated from, since person keys are wrapped with
+// either. Every refusal is an ErrWrongDataKey, and says what to set.
+func (k *DataKeyring) VerifyCheckValues(stored, next []byte) error {
+	curStored := opensCheck(k.kek, stored)
+	prevStored := k.previous != nil && opensCheck(k.previous, stored)
+	curNext := next != nil && opensCheck(k.kek, next)
+	switch {
+	case next == nil && (curStored || prevStored), curNext && prevStored:
+		return nil
+	case curNext:
+		return &dataKeyError{"the rotation of the data key to " + EnvDataKey + " is not finished: set " + EnvDataKeyPrevious +
+			" to the key before it, and run saasapi users rewrap-keys (docs/runbook.md)"}
+	case next != nil && curStored:
+		return &dataKeyError{"a rotation of the data key from " + EnvDataKey + " to a new key is under way: set " + EnvDataKey +
+			" to the new key and " + EnvDataKeyPrevious + " to this one (docs/runbook.md)"}
+	case next != nil && prevStored:
+		return &dataKeyError{"a rotation of the data key to another key than " + EnvDataKey + " is under way: set " + EnvDataKey +
+			" to the key it rotates to (docs/runbook.md)"}
+	}
+	return ErrWrongDataKey
 }

@@ -46,6 +46,8 @@ type Service struct {
 	onBackgroundError func(error)
 	failures          *loginFailures
 	keys              *saasapi.DataKeyring
+	// groups queue the shared commands per ledger (group.go).
+	groups ledgerGroups
 }
 
 // Config holds what the commands need besides the database.

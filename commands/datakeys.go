@@ -7,6 +7,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/saasapi/saasapi"
+	"github.com/saasapi/saasapi/eventstore"
+	"github.com/saasapi/saasapi/projections"
 )
 
 // The people's data keys (saasapi.DataKeyring) live wrapped in person_keys,
@@ -24,20 +26,21 @@ type Querier interface {
 // later one must open it. A wrong key is refused at start-up, never
 // discovered later as unreadable data.
 func CheckDataKey(ctx context.Context, q Querier, k *saasapi.DataKeyring) error {
-	var stored []byte
+	var stored, next []byte
 	err := q.QueryRow(ctx, `WITH ins AS (
-			INSERT INTO data_key_check (check_value) VALUES ($1) ON CONFLICT DO NOTHING RETURNING check_value)
-		SELECT check_value FROM ins UNION ALL SELECT check_value FROM data_key_check LIMIT 1`,
-		k.CheckValue()).Scan(&stored)
+			INSERT INTO data_key_check (check_value) VALUES ($1) ON CONFLICT DO NOTHING RETURNING check_value, next_check_value)
+		SELECT check_value, next_check_value FROM ins
+		UNION ALL SELECT check_value, next_check_value FROM data_key_check LIMIT 1`,
+		k.FirstCheckValue()).Scan(&stored, &next)
 	if err != nil {
 		return fmt.Errorf("read the data key check value: %w", err)
 	}
-	return k.VerifyCheckValue(stored)
+	return k.VerifyCheckValues(stored, next)
 }
 
 // queueStoreDataKey queues the insert of a person's wrapped data key.
 func queueStoreDataKey(b *pgx.Batch, k *saasapi.DataKeyring, userID saasapi.ID, dataKey []byte) {
-	b.Queue(`INSERT INTO person_keys (user_id, wrapped_key) VALUES ($1, $2)`, userID, k.Wrap(userID, dataKey))
+	b.Queue(`INSERT INTO person_keys (user_id, wrapped_key, kek_id) VALUES ($1, $2, $3)`, userID, k.Wrap(userID, dataKey), k.ID())
 }
 
 // QueueLoadDataKey queues the read of a person's data key into dst (left nil
@@ -82,6 +85,28 @@ func LoadDataKeys(ctx context.Context, q Querier, k *saasapi.DataKeyring, userID
 		}
 	}
 	return keys, rows.Err()
+}
+
+// OpenedEvents is the event source of a replay (projections.Rebuild and
+// Verify): the stored events, by position and stream by stream, with their
+// personal fields opened with k's keys (or Erased where a key is gone).
+func OpenedEvents(k *saasapi.DataKeyring) projections.Source {
+	return projections.Source{
+		Positions: func(ctx context.Context, tx pgx.Tx, after int64, limit int) ([]saasapi.Event, error) {
+			evs, err := eventstore.ReadAll(ctx, tx, after, limit)
+			if err != nil {
+				return nil, err
+			}
+			return evs, OpenPersonalEvents(ctx, tx, k, evs)
+		},
+		Streams: func(ctx context.Context, tx pgx.Tx, after saasapi.Event, limit int) ([]saasapi.Event, error) {
+			evs, err := eventstore.ReadStreams(ctx, tx, after, limit)
+			if err != nil {
+				return nil, err
+			}
+			return evs, OpenPersonalEvents(ctx, tx, k, evs)
+		},
+	}
 }
 
 // OpenPersonalEvents opens the personal fields of evs in place, loading the keys

@@ -59,6 +59,16 @@ type command struct {
 	// runs after decide and before the second batch is sent, on what
 	// decide recorded.
 	render func(recorded []saasapi.Event) (Rendered, error)
+	// shared lets the command share one transaction with other commands
+	// on the same ledger that arrive while one is in flight in this
+	// process (group commit, group.go; ADR 0009). Only a command whose
+	// decision cannot depend on another member of its group may set it:
+	// one that decides from its input, the caller's access and the
+	// ledger head alone, with no load (the loads of a group run in its
+	// first batch, before any member's writes, so a load would not see
+	// what the members before it decided: the last-owner rule, for one,
+	// would break). Off by default; groupable checks the rest.
+	shared bool
 	// dataKey is the data key of the person whose ledger this is, when
 	// its events carry personal fields: they are sealed with it, and the
 	// projections see them in plain text.
@@ -67,13 +77,174 @@ type command struct {
 
 // run executes c once; when its idempotency record expired and was pruned
 // between the claim's two statements (the only race the claim cannot
-// settle in one round trip), it executes it again.
+// settle in one round trip), it executes it again. A command that may
+// share its transaction (command.shared) goes through the ledger's queue
+// (group.go) instead.
 func (s *Service) run(ctx context.Context, c command) ([]saasapi.Event, Outcome, error) {
+	if c.groupable() {
+		return s.runQueued(ctx, c)
+	}
+	return s.runAlone(ctx, c)
+}
+
+// runAlone executes c in a transaction of its own.
+func (s *Service) runAlone(ctx context.Context, c command) ([]saasapi.Event, Outcome, error) {
 	recorded, out, err := s.runOnce(ctx, c)
 	if errors.Is(err, errClaimVanished) {
 		recorded, out, err = s.runOnce(ctx, c)
 	}
 	return recorded, out, err
+}
+
+// step is one command's part of a transaction: what the first batch found
+// for it, and what it recorded.
+type step struct {
+	c        command
+	gate     *projections.Gate
+	active   bool
+	claim    claimState
+	access   saasapi.Access
+	recorded []saasapi.Event
+	plain    []json.RawMessage
+	out      Outcome
+}
+
+// queueFirst queues the command's statements of the first batch that
+// follow the ledger lock: the access gate, the idempotency claim and the
+// reads the decision needs.
+func (st *step) queueFirst(s *Service, first *pgx.Batch) error {
+	c := st.c
+	if c.perm != "" {
+		st.gate = projections.NewGate(c.meta.Principal, c.ledger, c.perm)
+		st.gate.Queue(first)
+	}
+	if c.userGate {
+		projections.QueueUserActive(first, c.meta.Principal.UserID, &st.active)
+	}
+	if c.idem != nil {
+		queueClaim(first, c.meta.Principal, c.idemOrg, c.idem, s.now(), &st.claim)
+	}
+	if c.load != nil {
+		// Tenant reads are scoped by the gate; a command without one (on
+		// a user's own ledger) has no tenant scope to read in.
+		var sc projections.Scope
+		switch {
+		case st.gate != nil:
+			sc = st.gate
+		case c.operator != nil:
+			sc = projections.Within(*c.operator)
+		}
+		if err := c.load(first, sc); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// admit applies what the first batch found: the caller's access, or why
+// the command is refused, or the outcome of an earlier execution to
+// replay. Neither a replay nor an error: the command executes.
+func (st *step) admit(head eventstore.Head, locked bool) (*Outcome, error) {
+	c := st.c
+	var err error
+	switch {
+	case st.gate != nil:
+		if st.access, err = st.gate.Access(); err != nil {
+			return nil, err
+		}
+		if !locked || head.LedgerType != saasapi.LedgerOrganisation {
+			return nil, saasapi.Errorf(saasapi.ENOTFOUND, saasapi.MsgOrgNotFound)
+		}
+	case c.operator != nil:
+		st.access = *c.operator
+		if !locked || head.LedgerType != saasapi.LedgerOrganisation {
+			return nil, saasapi.Errorf(saasapi.ENOTFOUND, saasapi.MsgOrgNotFound)
+		}
+	case c.userGate && !st.active:
+		return nil, saasapi.Errorf(saasapi.EUNAUTHENTICATED, saasapi.MsgInvalidToken)
+	case c.ledger != "" && c.newLedger == "" && !locked:
+		return nil, eventstore.ErrLedgerNotFound
+	}
+	if c.idem != nil {
+		return st.claim.outcome(c.idem)
+	}
+	return nil, nil
+}
+
+// decide runs the command's decision at head and adds its events to ap.
+func (st *step) decide(head eventstore.Head, ap *eventstore.Appender, second *pgx.Batch) error {
+	evs, err := st.c.decide(st.access, head, second)
+	if err != nil {
+		return err
+	}
+	st.plain = make([]json.RawMessage, len(evs))
+	for i := range evs {
+		if st.plain[i], err = saasapi.SealPersonal(st.c.dataKey, &evs[i]); err != nil {
+			return err
+		}
+	}
+	st.recorded, err = ap.Add(evs)
+	return err
+}
+
+// project queues, after the events, what they change in the read tables,
+// the read-backs and the idempotent response.
+func (st *step) project(second *pgx.Batch) error {
+	c := st.c
+	for i, e := range st.recorded {
+		if st.plain[i] != nil {
+			e.Payload = st.plain[i]
+		}
+		if err := projections.Apply(second, e); err != nil {
+			return err
+		}
+	}
+	if c.result != nil {
+		if err := c.result(second, st.access); err != nil {
+			return err
+		}
+	}
+	if c.render != nil {
+		r, err := c.render(st.recorded)
+		if err != nil {
+			return err
+		}
+		st.out = Outcome{Status: r.Status, Body: r.Body}
+		if c.idem != nil {
+			stored := r.Stored
+			if stored == nil {
+				stored = r.Body
+			}
+			queueStore(second, c.meta.Principal, c.idemOrg, c.idem, r.Status, stored)
+		}
+	}
+	return nil
+}
+
+// rollbackUnlessIdle ends the transaction conn has open, if any: nothing
+// of a refused, replayed or failed command may stay.
+func rollbackUnlessIdle(ctx context.Context, conn *pgxpool.Conn) {
+	if conn.Conn().PgConn().TxStatus() != 'I' {
+		if _, err := conn.Exec(context.WithoutCancel(ctx), "ROLLBACK"); err != nil {
+			conn.Conn().PgConn().Close(context.WithoutCancel(ctx)) //nolint:errcheck // the pool drops it
+		}
+	}
+}
+
+// commit sends the second batch with COMMIT (and BEGIN, when the first
+// batch was empty) and checks that the transaction ended.
+func commit(ctx context.Context, conn *pgxpool.Conn, first, second *pgx.Batch) error {
+	begin := ""
+	if first.Len() == 0 {
+		begin = "BEGIN"
+	}
+	if err := sendBatch(ctx, conn, begin, second, "COMMIT"); err != nil {
+		return translate(err)
+	}
+	if conn.Conn().PgConn().TxStatus() != 'I' {
+		return errors.New("commit: the transaction did not end")
+	}
+	return nil
 }
 
 // runOnce executes c and returns the events it recorded, the rendering of an
@@ -86,11 +257,8 @@ func (s *Service) runOnce(ctx context.Context, c command) (recorded []saasapi.Ev
 	defer conn.Release()
 	open := false
 	defer func() {
-		if open && conn.Conn().PgConn().TxStatus() != 'I' {
-			// Refused, replayed or failed: nothing of it may stay.
-			if _, rbErr := conn.Exec(context.WithoutCancel(ctx), "ROLLBACK"); rbErr != nil {
-				conn.Conn().PgConn().Close(context.WithoutCancel(ctx)) //nolint:errcheck // the pool drops it
-			}
+		if open {
+			rollbackUnlessIdle(ctx, conn)
 		}
 	}()
 
@@ -98,10 +266,7 @@ func (s *Service) runOnce(ctx context.Context, c command) (recorded []saasapi.Ev
 	first, second := &pgx.Batch{}, &pgx.Batch{}
 	var (
 		head   eventstore.Head
-		locked projections.Lookup[bool]
-		gate   *projections.Gate
-		active bool
-		claim  claimState
+		locked bool
 	)
 	switch {
 	case c.newLedger != "":
@@ -109,31 +274,11 @@ func (s *Service) runOnce(ctx context.Context, c command) (recorded []saasapi.Ev
 		// locked until it commits.
 		head = eventstore.NewLedger(second, c.ledger, c.newLedger)
 	case c.ledger != "":
-		eventstore.QueueLock(first, c.ledger, &head, &locked.Found)
+		eventstore.QueueLock(first, c.ledger, &head, &locked)
 	}
-	if c.perm != "" {
-		gate = projections.NewGate(c.meta.Principal, c.ledger, c.perm)
-		gate.Queue(first)
-	}
-	if c.userGate {
-		projections.QueueUserActive(first, c.meta.Principal.UserID, &active)
-	}
-	if c.idem != nil {
-		queueClaim(first, c.meta.Principal, c.idemOrg, c.idem, s.now(), &claim)
-	}
-	if c.load != nil {
-		// Tenant reads are scoped by the gate; a command without one (on
-		// a user's own ledger) has no tenant scope to read in.
-		var sc projections.Scope
-		switch {
-		case gate != nil:
-			sc = gate
-		case c.operator != nil:
-			sc = projections.Within(*c.operator)
-		}
-		if err := c.load(first, sc); err != nil {
-			return nil, Outcome{}, err
-		}
+	st := &step{c: c}
+	if err := st.queueFirst(s, first); err != nil {
+		return nil, Outcome{}, err
 	}
 	open = true
 	if first.Len() > 0 {
@@ -141,91 +286,34 @@ func (s *Service) runOnce(ctx context.Context, c command) (recorded []saasapi.Ev
 			return nil, Outcome{}, translate(err)
 		}
 	}
-
-	var access saasapi.Access
-	switch {
-	case gate != nil:
-		if access, err = gate.Access(); err != nil {
-			return nil, Outcome{}, err
+	if replay, err := st.admit(head, locked); err != nil || replay != nil {
+		if replay != nil {
+			out = *replay
 		}
-		if !locked.Found || head.LedgerType != saasapi.LedgerOrganisation {
-			return nil, Outcome{}, saasapi.Errorf(saasapi.ENOTFOUND, saasapi.MsgOrgNotFound)
-		}
-	case c.operator != nil:
-		access = *c.operator
-		if !locked.Found || head.LedgerType != saasapi.LedgerOrganisation {
-			return nil, Outcome{}, saasapi.Errorf(saasapi.ENOTFOUND, saasapi.MsgOrgNotFound)
-		}
-	case c.userGate && !active:
-		return nil, Outcome{}, saasapi.Errorf(saasapi.EUNAUTHENTICATED, saasapi.MsgInvalidToken)
-	case c.ledger != "" && c.newLedger == "" && !locked.Found:
-		return nil, Outcome{}, eventstore.ErrLedgerNotFound
-	}
-	if c.idem != nil {
-		replay, err := claim.outcome(c.idem)
-		if err != nil || replay != nil {
-			if replay != nil {
-				out = *replay
-			}
-			return nil, out, err
-		}
+		return nil, out, err
 	}
 
 	// The decision, then the second round trip: everything it writes.
-	evs, err := c.decide(access, head, second)
-	if err != nil {
+	ap := eventstore.NewAppender(second, &head)
+	if err := st.decide(head, ap, second); err != nil {
 		return nil, Outcome{}, err
 	}
-	plain := make([]json.RawMessage, len(evs))
-	for i := range evs {
-		if plain[i], err = saasapi.SealPersonal(c.dataKey, &evs[i]); err != nil {
-			return nil, Outcome{}, err
-		}
-	}
-	if recorded, err = eventstore.Append(second, &head, evs); err != nil {
+	ap.Close()
+	if err := st.project(second); err != nil {
 		return nil, Outcome{}, err
 	}
-	for i, e := range recorded {
-		if plain[i] != nil {
-			e.Payload = plain[i]
-		}
-		if err := projections.Apply(second, e); err != nil {
-			return nil, Outcome{}, err
-		}
+	if err := commit(ctx, conn, first, second); err != nil {
+		return nil, Outcome{}, err
 	}
-	if c.result != nil {
-		if err := c.result(second, access); err != nil {
-			return nil, Outcome{}, err
-		}
-	}
-	if c.render != nil {
-		r, err := c.render(recorded)
-		if err != nil {
-			return nil, Outcome{}, err
-		}
-		out = Outcome{Status: r.Status, Body: r.Body}
-		if c.idem != nil {
-			stored := r.Stored
-			if stored == nil {
-				stored = r.Body
-			}
-			queueStore(second, c.meta.Principal, c.idemOrg, c.idem, r.Status, stored)
-		}
-	}
-	begin := ""
-	if first.Len() == 0 {
-		begin = "BEGIN"
-	}
-	if err := sendBatch(ctx, conn, begin, second, "COMMIT"); err != nil {
-		return nil, Outcome{}, translate(err)
-	}
-	if conn.Conn().PgConn().TxStatus() != 'I' {
-		return nil, Outcome{}, errors.New("commit: the transaction did not end")
-	}
+	s.committed(st.recorded)
+	return st.recorded, st.out, nil
+}
+
+// committed tells the service's listener of events that committed.
+func (s *Service) committed(recorded []saasapi.Event) {
 	if s.onCommit != nil && len(recorded) > 0 {
 		s.onCommit(recorded)
 	}
-	return recorded, out, nil
 }
 
 // sendBatch sends b in one round trip, preceded by before and followed by

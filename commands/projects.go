@@ -60,6 +60,9 @@ func (s *Service) CreateProject(ctx context.Context, meta Meta, orgID saasapi.ID
 	projectID := saasapi.NewID()
 	c := orgCommand(meta, orgID, saasapi.PermWriteProjects)
 	c.idem, c.idemOrg = idem, orgID
+	// The decision is the input's, validated above: nothing another
+	// command of the organisation does can change it (ADR 0009).
+	c.shared = true
 	c.decide = func(_ saasapi.Access, head eventstore.Head, _ *pgx.Batch) ([]saasapi.NewEvent, error) {
 		return one(s.newEvent(meta, head, saasapi.StreamProject, projectID, 1, saasapi.EventProjectCreated, created))
 	}

@@ -245,6 +245,13 @@ func (s *LedgerSigner) SignCheckpoint(ctx context.Context, q Querier, ledgerID s
 			}
 			return nil
 		}
+		if errors.Is(err, ErrLedgerIntegrity) {
+			resealed, rerr := s.resealedAway(ctx, q, ledgerID, last)
+			if rerr != nil || resealed {
+				hasLast = false
+				return rerr
+			}
+		}
 		return err
 	})
 	if err != nil {
@@ -317,4 +324,24 @@ func (s *LedgerSigner) checkExtends(ctx context.Context, q Querier, ledgerID saa
 		return fail("the tree of size %d is not consistent with the last signed checkpoint of size %d", cur.Size, prev.Size)
 	}
 	return prev, nil
+}
+
+// resealedAway reports whether the signed checkpoint last is of a tree that
+// a recorded reseal replaced (reseal.go): its size and root are the old ones
+// of a ledger_reseals row. The reseal drops such a checkpoint, but a signing
+// that read the tree just before the reseal committed may store it again;
+// it is then treated as absent. Only the schema owner writes ledger_reseals,
+// so the application's credentials cannot forge such an excuse.
+func (s *LedgerSigner) resealedAway(ctx context.Context, q Querier, ledgerID saasapi.ID, last []byte) (bool, error) {
+	prev, err := openCheckpoint(last, s.verifier)
+	if err != nil {
+		return false, nil //nolint:nilerr // not ours to excuse: the integrity error stands
+	}
+	var found bool
+	err = q.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM ledger_reseals
+		WHERE ledger_id = $1 AND tree_size = $2 AND old_root_hash = $3)`, ledgerID, prev.Size, prev.Root[:]).Scan(&found)
+	if err != nil {
+		return false, fmt.Errorf("read the reseals of ledger %s: %w", ledgerID, err)
+	}
+	return found, nil
 }

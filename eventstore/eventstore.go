@@ -117,8 +117,38 @@ func NewLedger(b *pgx.Batch, ledgerID saasapi.ID, ledgerType string) Head {
 // violation on events_stream_key: the
 // optimistic concurrency guard.
 func Append(b *pgx.Batch, head *Head, evs []saasapi.NewEvent) ([]saasapi.Event, error) {
+	a := NewAppender(b, head)
+	out, err := a.Add(evs)
+	if err != nil {
+		return nil, err
+	}
+	a.Close()
+	return out, nil
+}
+
+// An Appender is Append for several decisions in one transaction (a group
+// of commands on one ledger): each Add appends one decision's events at
+// the head the previous one left, queuing the events at once, and Close
+// queues the rows the whole append shares, the tree hashes and the new
+// head, once.
+type Appender struct {
+	b    *pgx.Batch
+	head *Head
+	tree treeRows
+}
+
+// NewAppender returns an Appender that queues on b and advances head in
+// place; the caller must hold the ledger lock, as for Append.
+func NewAppender(b *pgx.Batch, head *Head) *Appender {
+	return &Appender{b: b, head: head, tree: treeRows{first: -1}}
+}
+
+// Add gives evs the next sequences, chains and queues them, and returns
+// them as recorded. After an error the Appender must not be closed: the
+// caller abandons its batch.
+func (a *Appender) Add(evs []saasapi.NewEvent) ([]saasapi.Event, error) {
+	head := a.head
 	out := make([]saasapi.Event, 0, len(evs))
-	tree := treeRows{first: -1}
 	for _, ne := range evs {
 		if ne.LedgerID != head.LedgerID {
 			return nil, fmt.Errorf("append %s: event for ledger %s appended to %s", ne.Type, ne.LedgerID, head.LedgerID)
@@ -148,14 +178,14 @@ func Append(b *pgx.Batch, head *Head, evs []saasapi.NewEvent) ([]saasapi.Event, 
 			PrevHash:      head.Hash,
 		}
 		e.Hash = Hash(e.PrevHash, Canonical(e))
-		b.Queue(`INSERT INTO events (event_id, ledger_id, ledger_type, sequence, stream_type, stream_id,
+		a.b.Queue(`INSERT INTO events (event_id, ledger_id, ledger_type, sequence, stream_type, stream_id,
 				stream_version, event_type, schema_version, actor_type, actor_user_id, actor_api_key_id,
 				request_id, occurred_at, payload, prev_hash, hash)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)`,
 			e.ID, e.LedgerID, e.LedgerType, e.Sequence, e.StreamType, e.StreamID,
 			e.StreamVersion, e.Type, e.SchemaVersion, string(e.Actor.Type), e.Actor.UserID.Ptr(), e.Actor.APIKeyID.Ptr(),
 			nullString(e.RequestID), e.OccurredAt, string(e.Payload), e.PrevHash, e.Hash)
-		if err := tree.add(&head.Tree, e.Hash); err != nil {
+		if err := a.tree.add(&head.Tree, e.Hash); err != nil {
 			return nil, fmt.Errorf("append %s to the tree of ledger %s: %w", ne.Type, head.LedgerID, err)
 		}
 		head.Sequence = e.Sequence
@@ -163,17 +193,24 @@ func Append(b *pgx.Batch, head *Head, evs []saasapi.NewEvent) ([]saasapi.Event, 
 		head.UpdatedAt = e.OccurredAt
 		out = append(out, e)
 	}
-	if len(out) > 0 {
-		// The events' tree hashes sit at consecutive stored-hash indexes:
-		// one statement inserts them all.
-		b.Queue(`INSERT INTO ledger_tree_hashes (ledger_id, hash_index, hash)
-			SELECT $1, $2 + i - 1, h FROM unnest($3::bytea[]) WITH ORDINALITY AS t(h, i)`,
-			head.LedgerID, tree.first, hashesParam(tree.hashes))
-		b.Queue(`UPDATE ledgers SET last_sequence = $2, last_hash = $3, updated_at = $4,
-				tree_size = $5, tree_frontier = $6 WHERE ledger_id = $1`,
-			head.LedgerID, head.Sequence, head.Hash, head.UpdatedAt, head.Tree.Size, encodeFrontier(head.Tree.Frontier))
-	}
 	return out, nil
+}
+
+// Close queues the tree hashes and the new head of everything added;
+// nothing when nothing was.
+func (a *Appender) Close() {
+	if a.tree.first < 0 {
+		return
+	}
+	head := a.head
+	// The events' tree hashes sit at consecutive stored-hash indexes:
+	// one statement inserts them all.
+	a.b.Queue(`INSERT INTO ledger_tree_hashes (ledger_id, hash_index, hash)
+		SELECT $1, $2 + i - 1, h FROM unnest($3::bytea[]) WITH ORDINALITY AS t(h, i)`,
+		head.LedgerID, a.tree.first, hashesParam(a.tree.hashes))
+	a.b.Queue(`UPDATE ledgers SET last_sequence = $2, last_hash = $3, updated_at = $4,
+			tree_size = $5, tree_frontier = $6 WHERE ledger_id = $1`,
+		head.LedgerID, head.Sequence, head.Hash, head.UpdatedAt, head.Tree.Size, encodeFrontier(head.Tree.Frontier))
 }
 
 // Canonical returns the bytes of an event that its hash covers: the fields

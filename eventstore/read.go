@@ -44,6 +44,26 @@ func ReadAll(ctx context.Context, q Querier, after int64, limit int) ([]saasapi.
 	return evs, nil
 }
 
+// ReadStreams returns up to limit events that follow after in stream
+// order (stream ID, stream type, stream version; the zero Event starts at
+// the beginning): every stream's events together, oldest first, the order
+// a projection rebuild's bulk path folds them in. The keyset follows
+// events_stream_key.
+func ReadStreams(ctx context.Context, q Querier, after saasapi.Event, limit int) ([]saasapi.Event, error) {
+	rows, err := q.Query(ctx, `SELECT `+eventColumns+` FROM events
+		WHERE (stream_id, stream_type, stream_version) > ($1, $2, $3)
+		ORDER BY stream_id, stream_type, stream_version LIMIT $4`,
+		after.StreamID, after.StreamType, after.StreamVersion, limit)
+	if err != nil {
+		return nil, fmt.Errorf("read events: %w", err)
+	}
+	evs, err := pgx.CollectRows(rows, scanEvent)
+	if err != nil {
+		return nil, fmt.Errorf("read events: %w", err)
+	}
+	return evs, nil
+}
+
 // ReadLedger returns up to limit events of one ledger with a sequence greater
 // than after, oldest first.
 func ReadLedger(ctx context.Context, q Querier, ledgerID saasapi.ID, after int64, limit int) ([]saasapi.Event, error) {

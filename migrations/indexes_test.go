@@ -58,6 +58,9 @@ var uses = []indexUse{
 	{"user_credentials_pkey", `SELECT password_hash FROM user_credentials WHERE user_id = $1`, []any{"u1"}, ""},
 	// GET /me/audit-events (the person's own data key), erasure, rebuild.
 	{"person_keys_pkey", `SELECT wrapped_key FROM person_keys WHERE user_id = $1`, []any{"u1"}, ""},
+	// A checkpoint that no longer extends: was it resealed away? audit
+	// verify --checkpoint: the last reseal of the ledger.
+	{"ledger_reseals_pkey", `SELECT new_root_hash FROM ledger_reseals WHERE ledger_id = $1 ORDER BY id DESC LIMIT 1`, []any{"l1"}, ""},
 	// The gate (the organisation exists), GET /orgs/{id}, the projection.
 	{"organisations_pkey", `SELECT name FROM organisations WHERE id = $1`, []any{"o1"}, ""},
 	// The projection of member.role_changed and member.removed.

@@ -38,6 +38,41 @@ func init() {
 	})
 }
 
+// apiKeyFold is an api_keys row as the bulk path folds it.
+type apiKeyFold struct {
+	orgID, id, name, prefix string
+	createdBy               *string
+	revokedAt               *time.Time
+	version                 int64
+	createdAt, updatedAt    time.Time
+}
+
+func (r *apiKeyFold) table() string { return "api_keys" }
+
+func (r *apiKeyFold) values() []any {
+	return []any{r.orgID, r.id, r.name, r.prefix, r.createdBy, r.revokedAt, r.version, r.createdAt, r.updatedAt}
+}
+
+func init() {
+	copyColumns["api_keys"] = []string{"organisation_id", "id", "name", "key_prefix", "created_by_user_id",
+		"revoked_at", "version", "created_at", "updated_at"}
+	registerFold(saasapi.EventAPIKeyCreated, func(cur row, e saasapi.Event, p any) (row, error) {
+		if cur != nil {
+			return nil, errCreatedTwice(e)
+		}
+		d := p.(*saasapi.APIKeyCreated)
+		return &apiKeyFold{orgID: string(e.LedgerID), id: string(e.StreamID), name: d.APIKeyName, prefix: d.KeyPrefix,
+			createdBy: idPtr(e.Actor.UserID), version: e.StreamVersion, createdAt: e.OccurredAt, updatedAt: e.OccurredAt}, nil
+	})
+	registerFold(saasapi.EventAPIKeyRevoked, func(cur row, e saasapi.Event, _ any) (row, error) {
+		if r, ok := cur.(*apiKeyFold); ok {
+			r.revokedAt = timePtr(e.OccurredAt)
+			r.version, r.updatedAt = e.StreamVersion, e.OccurredAt
+		}
+		return cur, nil
+	})
+}
+
 // CreatedAPIKey is the row the api_key.created handler writes, as the
 // read model returns it: never used yet, not revoked.
 func CreatedAPIKey(e saasapi.Event) APIKey {

@@ -36,6 +36,39 @@ func init() {
 	})
 }
 
+// membershipFold is a memberships row as the bulk path folds it.
+type membershipFold struct {
+	orgID, id, userID, role string
+	version                 int64
+	createdAt, updatedAt    time.Time
+}
+
+func (r *membershipFold) table() string { return "memberships" }
+
+func (r *membershipFold) values() []any {
+	return []any{r.orgID, r.id, r.userID, r.role, r.version, r.createdAt, r.updatedAt}
+}
+
+func init() {
+	copyColumns["memberships"] = []string{"organisation_id", "id", "user_id", "role", "version", "created_at", "updated_at"}
+	registerFold(saasapi.EventMemberAdded, func(cur row, e saasapi.Event, p any) (row, error) {
+		if cur != nil {
+			return nil, errCreatedTwice(e)
+		}
+		d := p.(*saasapi.MemberAdded)
+		return &membershipFold{orgID: string(e.LedgerID), id: string(e.StreamID), userID: string(d.UserID),
+			role: string(d.Role), version: e.StreamVersion, createdAt: e.OccurredAt, updatedAt: e.OccurredAt}, nil
+	})
+	registerFold(saasapi.EventMemberRoleChanged, func(cur row, e saasapi.Event, p any) (row, error) {
+		if r, ok := cur.(*membershipFold); ok {
+			r.role = string(p.(*saasapi.MemberRoleChanged).NewRole)
+			r.version, r.updatedAt = e.StreamVersion, e.OccurredAt
+		}
+		return cur, nil
+	})
+	registerFold(saasapi.EventMemberRemoved, func(row, saasapi.Event, any) (row, error) { return nil, nil })
+}
+
 const membershipColumns = `m.id, m.organisation_id, m.user_id, m.role, m.version, m.created_at, m.updated_at,
 	u.id, coalesce(u.email, ''), coalesce(u.display_name, ''), u.is_active, u.version, u.created_at, u.updated_at`
 

@@ -32,6 +32,44 @@ func init() {
 	})
 }
 
+// organisationFold is an organisations row as the bulk path folds it.
+type organisationFold struct {
+	id, name, slug       string
+	version              int64
+	createdAt, updatedAt time.Time
+}
+
+func (r *organisationFold) table() string { return "organisations" }
+
+func (r *organisationFold) values() []any {
+	return []any{r.id, r.name, r.slug, r.version, r.createdAt, r.updatedAt}
+}
+
+func init() {
+	copyColumns["organisations"] = []string{"id", "name", "slug", "version", "created_at", "updated_at"}
+	registerFold(saasapi.EventOrganisationCreated, func(cur row, e saasapi.Event, p any) (row, error) {
+		if cur != nil {
+			return nil, errCreatedTwice(e)
+		}
+		d := p.(*saasapi.OrganisationCreated)
+		return &organisationFold{id: string(e.StreamID), name: d.Name, slug: d.Slug, version: e.StreamVersion,
+			createdAt: e.OccurredAt, updatedAt: e.OccurredAt}, nil
+	})
+	registerFold(saasapi.EventOrganisationUpdated, func(cur row, e saasapi.Event, p any) (row, error) {
+		if r, ok := cur.(*organisationFold); ok {
+			d := p.(*saasapi.OrganisationUpdated)
+			if d.Name != nil {
+				r.name = *d.Name
+			}
+			if d.Slug != nil {
+				r.slug = *d.Slug
+			}
+			r.version, r.updatedAt = e.StreamVersion, e.OccurredAt
+		}
+		return cur, nil
+	})
+}
+
 // CreatedOrganisation is the row the organisation.created handler
 // writes, as the read model returns it.
 func CreatedOrganisation(e saasapi.Event) Organisation {

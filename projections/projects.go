@@ -34,21 +34,22 @@ const (
 )
 
 // Counter statements. They run before the projects row changes, so they
-// can read the project's old status.
-const (
+// can read the project's old status; they read it by key through
+// projectRow, for the reason given there.
+var (
 	countUp = `INSERT INTO project_counts (organisation_id, status, live) VALUES ($1, $2, 1)
 		ON CONFLICT (organisation_id, status) DO UPDATE SET live = project_counts.live + 1`
 	// countMoveOut and countMoveIn move a live project from its current
 	// status to $3 (both do nothing when the status stays).
-	countMoveOut = `UPDATE project_counts c SET live = c.live - 1 FROM projects p
-		WHERE p.organisation_id = $1 AND p.id = $2 AND p.deleted_at IS NULL AND p.status <> $3
+	countMoveOut = `UPDATE project_counts c SET live = c.live - 1 FROM ` + projectRow("$2") + ` p
+		WHERE p.deleted_at IS NULL AND p.status <> $3
 			AND c.organisation_id = p.organisation_id AND c.status = p.status`
 	countMoveIn = `INSERT INTO project_counts (organisation_id, status, live)
-		SELECT p.organisation_id, $3, 1 FROM projects p
-		WHERE p.organisation_id = $1 AND p.id = $2 AND p.deleted_at IS NULL AND p.status <> $3
+		SELECT p.organisation_id, $3, 1 FROM ` + projectRow("$2") + ` p
+		WHERE p.deleted_at IS NULL AND p.status <> $3
 		ON CONFLICT (organisation_id, status) DO UPDATE SET live = project_counts.live + 1`
-	countDown = `UPDATE project_counts c SET live = c.live - 1 FROM projects p
-		WHERE p.organisation_id = $1 AND p.id = $2 AND p.deleted_at IS NULL
+	countDown = `UPDATE project_counts c SET live = c.live - 1 FROM ` + projectRow("$2") + ` p
+		WHERE p.deleted_at IS NULL
 			AND c.organisation_id = p.organisation_id AND c.status = p.status`
 	// countPrune drops counters that reached zero: a replay's recompute
 	// has no row for a status without live projects, and the two must be
@@ -104,6 +105,71 @@ func init() {
 				version = $6, updated_at = $3
 			WHERE organisation_id = $1 AND id = $2`,
 			e.LedgerID, e.StreamID, e.OccurredAt, e.Actor.UserID.Ptr(), e.Actor.APIKeyID.Ptr(), e.StreamVersion)
+	})
+}
+
+// projectFold is a projects row as the bulk path folds it: the handlers
+// above, restated in memory.
+type projectFold struct {
+	orgID, id, name, status     string
+	description                 *string
+	createdByUser, createdByKey *string
+	updatedByUser, updatedByKey *string
+	deletedAt                   *time.Time
+	version                     int64
+	createdAt, updatedAt        time.Time
+}
+
+func (r *projectFold) table() string { return "projects" }
+
+func (r *projectFold) values() []any {
+	return []any{r.orgID, r.id, r.name, r.description, r.status, r.createdByUser, r.createdByKey,
+		r.updatedByUser, r.updatedByKey, r.deletedAt, r.version, r.createdAt, r.updatedAt}
+}
+
+func init() {
+	copyColumns["projects"] = []string{"organisation_id", "id", "name", "description", "status",
+		"created_by_user_id", "created_by_api_key_id", "updated_by_user_id", "updated_by_api_key_id",
+		"deleted_at", "version", "created_at", "updated_at"}
+	registerFold(saasapi.EventProjectCreated, func(cur row, e saasapi.Event, p any) (row, error) {
+		if cur != nil {
+			return nil, errCreatedTwice(e)
+		}
+		d := p.(*saasapi.ProjectCreated)
+		return &projectFold{orgID: string(e.LedgerID), id: string(e.StreamID), name: d.ProjectName,
+			description: d.Description, status: d.Status,
+			createdByUser: idPtr(e.Actor.UserID), createdByKey: idPtr(e.Actor.APIKeyID),
+			updatedByUser: idPtr(e.Actor.UserID), updatedByKey: idPtr(e.Actor.APIKeyID),
+			version: e.StreamVersion, createdAt: e.OccurredAt, updatedAt: e.OccurredAt}, nil
+	})
+	registerFold(saasapi.EventProjectUpdated, func(cur row, e saasapi.Event, p any) (row, error) {
+		r, ok := cur.(*projectFold)
+		if !ok {
+			return cur, nil
+		}
+		d := p.(*saasapi.ProjectUpdated)
+		if d.Name != nil {
+			r.name = *d.Name
+		}
+		if d.Status != nil {
+			r.status = *d.Status
+		}
+		if d.Description.Set {
+			r.description = d.Description.Value
+		}
+		r.updatedByUser, r.updatedByKey = idPtr(e.Actor.UserID), idPtr(e.Actor.APIKeyID)
+		r.version, r.updatedAt = e.StreamVersion, e.OccurredAt
+		return r, nil
+	})
+	registerFold(saasapi.EventProjectDeleted, func(cur row, e saasapi.Event, _ any) (row, error) {
+		r, ok := cur.(*projectFold)
+		if !ok {
+			return cur, nil
+		}
+		r.deletedAt = timePtr(e.OccurredAt)
+		r.updatedByUser, r.updatedByKey = idPtr(e.Actor.UserID), idPtr(e.Actor.APIKeyID)
+		r.version, r.updatedAt = e.StreamVersion, e.OccurredAt
+		return r, nil
 	})
 }
 

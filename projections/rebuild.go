@@ -40,10 +40,13 @@ const (
 const rebuildLock = 7_301_013
 
 // catchUpRounds bounds the rounds of catching up outside the ledger lock;
-// catchUpEnough is a remainder small enough to replay under it.
+// catchUpEnough is a remainder small enough to replay under it: a round
+// replays what was written during the one before, so the rounds shrink
+// towards the rate of writes, and the locked step replays about one
+// round trip's worth of events.
 const (
-	catchUpRounds = 5
-	catchUpEnough = 2 * replayBatch
+	catchUpRounds = 10
+	catchUpEnough = 500
 )
 
 // swapTimeout bounds the wait for the read tables' locks in the final
@@ -53,17 +56,19 @@ const (
 	swapTries   = 10
 )
 
-// Rebuild replaces the read tables (Tables) with a replay of every event,
-// by position, through the same handlers that commands run inline, while
-// the service goes on reading and writing the live tables.
+// Rebuild replaces the read tables (Tables) with a replay of every event
+// while the service goes on reading and writing the live tables.
 //
 // On a connection of its own, whose search_path puts shadowSchema first so
-// that the handlers' unqualified names reach the new tables, it creates
-// empty copies of the read tables there with their primary keys only
-// (which the handlers' updates look rows up by), and replays into them in
-// keyset batches from one snapshot. The other indexes are built once the
-// bulk is in, rather than maintained row by row, and the aggregates are
-// recomputed from the result.
+// that unqualified names reach the new tables, it creates empty copies of
+// the read tables there without any index, and loads them from one
+// snapshot through the bulk path (bulkLoad: events read stream by stream
+// in keyset batches, each row folded in memory and written once with
+// COPY); the aggregates are recomputed from the result and the same
+// snapshot with one statement each. Once that is committed the indexes,
+// the primary keys first, are built two at a time (buildIndexes), rather
+// than maintained row by row, and the copies are analysed: all before any
+// lock is taken.
 //
 // The snapshot is taken while a second connection briefly holds LOCK TABLE
 // ledgers IN EXCLUSIVE MODE, which waits for the writers in flight and
@@ -71,8 +76,9 @@ const (
 // inserts a ledger first): so the snapshot holds every event up to its
 // highest position and no later commit can add one below it. The lock is
 // released as soon as the snapshot exists. Catching up repeats this for
-// the events written meanwhile, applied with their aggregates as commands
-// apply them, until what is left is small.
+// the events written meanwhile, by position through the handlers that
+// commands run inline, aggregates included, until what is left is small
+// (catchUpEnough).
 //
 // The final step, in one transaction, takes the ledgers lock for good,
 // replays the last few events, takes the live read tables' locks (waiting
@@ -86,7 +92,7 @@ const (
 // and the next one starts by dropping them.
 //
 // progress, if given, is told after every batch how far the replay is.
-func Rebuild(ctx context.Context, pool *pgxpool.Pool, next EventReader, logf func(string, ...any), progress ...Progress) (events int64, err error) {
+func Rebuild(ctx context.Context, pool *pgxpool.Pool, src Source, logf func(string, ...any), progress ...Progress) (events int64, err error) {
 	if logf == nil {
 		logf = func(string, ...any) {}
 	}
@@ -110,26 +116,30 @@ func Rebuild(ctx context.Context, pool *pgxpool.Pool, next EventReader, logf fun
 	if err != nil {
 		return 0, fmt.Errorf("rebuild: %w", err)
 	}
-
-	// The bulk: one snapshot, no aggregates, secondary indexes afterwards.
+	// The bulk: one snapshot, folded and copied, the aggregates
+	// recomputed from the same snapshot; then the indexes.
 	replayStart := time.Now()
 	var after int64
+	var loaded time.Time
 	err = snapshotRound(ctx, pool, conn, func(tx pgx.Tx, upTo int64) error {
-		n, err := replay(ctx, tx, next, 0, false, progress)
+		n, err := bulkLoad(ctx, pool, tx, src, progress)
 		if err != nil {
 			return err
 		}
 		events, after = n, upTo
-		for _, t := range tables {
-			if err := t.buildIndexes(ctx, tx); err != nil {
-				return err
-			}
-		}
-		return nil
+		loaded = time.Now()
+		return recomputeAggregates(ctx, tx)
 	})
 	if err != nil {
 		return 0, fmt.Errorf("rebuild: %w", err)
 	}
+	counted := time.Now()
+	if err := buildIndexes(ctx, pool, tables); err != nil {
+		return 0, fmt.Errorf("rebuild: %w", err)
+	}
+	logf("rebuild: loaded %d events in %s, counted in %s, indexed and analysed in %s", events,
+		loaded.Sub(replayStart).Round(time.Millisecond), counted.Sub(loaded).Round(time.Millisecond),
+		time.Since(counted).Round(time.Millisecond))
 	logf("rebuild: replayed %d events into new read tables in %s (%.0f events/s); writers went on",
 		events, time.Since(replayStart).Round(time.Millisecond), rate(events, time.Since(replayStart)))
 
@@ -138,7 +148,7 @@ func Rebuild(ctx context.Context, pool *pgxpool.Pool, next EventReader, logf fun
 		var n int64
 		err = snapshotRound(ctx, pool, conn, func(tx pgx.Tx, upTo int64) error {
 			var err error
-			n, err = replay(ctx, tx, next, after, true, nil)
+			n, err = replay(ctx, tx, src.Positions, after)
 			after = max(after, upTo)
 			return err
 		})
@@ -156,7 +166,7 @@ func Rebuild(ctx context.Context, pool *pgxpool.Pool, next EventReader, logf fun
 	var waited time.Duration
 	for try := 1; ; try++ {
 		locked := time.Now()
-		last, err = swap(ctx, conn, next, after, tables)
+		last, err = swap(ctx, conn, src.Positions, after, tables)
 		waited = time.Since(locked)
 		if err == nil || !isLockTimeout(err) || try == swapTries {
 			break
@@ -180,14 +190,15 @@ type shadowTable struct {
 	name string
 	// live is the live table's schema-qualified name, liveSchema its schema.
 	live, liveSchema string
-	// later are the statements that build the indexes other than the
-	// primary key on the copy.
-	later []string
+	// constraints are the statements that add the copy's constraints
+	// backed by an index, its primary key first; indexes those that build
+	// its other indexes.
+	constraints, indexes []string
 }
 
 // prepareShadow drops what a failed rebuild left, creates the copies of
-// the read tables in shadowSchema with their primary keys, and puts
-// shadowSchema first on conn's search_path.
+// the read tables in shadowSchema without indexes, and puts shadowSchema
+// first on conn's search_path.
 func prepareShadow(ctx context.Context, conn *pgx.Conn) ([]shadowTable, error) {
 	for _, schema := range []string{shadowSchema, retiredSchema} {
 		if _, err := conn.Exec(ctx, `DROP SCHEMA IF EXISTS `+schema+` CASCADE`); err != nil {
@@ -213,42 +224,38 @@ func prepareShadow(ctx context.Context, conn *pgx.Conn) ([]shadowTable, error) {
 		if _, err := conn.Exec(ctx, `CREATE TABLE `+copied+` (LIKE `+t.live+` INCLUDING ALL EXCLUDING INDEXES)`); err != nil {
 			return nil, fmt.Errorf("copy %s: %w", name, err)
 		}
-		// Constraints keep their names and kinds (the primary key now,
-		// unique and exclusion constraints later); plain indexes are
-		// recreated from their definitions.
-		rows, err := conn.Query(ctx, `SELECT coalesce(con.contype = 'p', false),
+		// Constraints keep their names and kinds (the primary key first);
+		// plain indexes are recreated from their definitions. All are
+		// built after the load (buildIndexes).
+		rows, err := conn.Query(ctx, `SELECT coalesce(con.contype = 'p', false), con.oid IS NOT NULL,
 				CASE WHEN con.oid IS NOT NULL
 					THEN format('ALTER TABLE %s ADD CONSTRAINT %I %s', $2::text, con.conname, pg_get_constraintdef(con.oid))
 					ELSE regexp_replace(pg_get_indexdef(i.indexrelid), ' ON \S+ ', ' ON ' || $2 || ' ') END
 			FROM pg_index i LEFT JOIN pg_constraint con ON con.conindid = i.indexrelid AND con.conrelid = i.indrelid
-			WHERE i.indrelid = to_regclass($1) ORDER BY 1 DESC, i.indexrelid`, t.live, copied)
+			WHERE i.indrelid = to_regclass($1) ORDER BY 1 DESC, 2 DESC, i.indexrelid`, t.live, copied)
 		if err != nil {
 			return nil, fmt.Errorf("read the indexes of %s: %w", name, err)
 		}
-		var now []string
+		var keyed bool
 		for rows.Next() {
-			var primary bool
+			var primary, constraint bool
 			var stmt string
-			if err := rows.Scan(&primary, &stmt); err != nil {
+			if err := rows.Scan(&primary, &constraint, &stmt); err != nil {
 				rows.Close()
 				return nil, fmt.Errorf("read the indexes of %s: %w", name, err)
 			}
-			if primary {
-				now = append(now, stmt)
+			keyed = keyed || primary
+			if constraint {
+				t.constraints = append(t.constraints, stmt)
 			} else {
-				t.later = append(t.later, stmt)
+				t.indexes = append(t.indexes, stmt)
 			}
 		}
 		if err := rows.Err(); err != nil {
 			return nil, fmt.Errorf("read the indexes of %s: %w", name, err)
 		}
-		if len(now) == 0 {
+		if !keyed {
 			return nil, fmt.Errorf("read table %s has no primary key", name)
-		}
-		for _, stmt := range now {
-			if _, err := conn.Exec(ctx, stmt); err != nil {
-				return nil, fmt.Errorf("key the copy of %s: %w", name, err)
-			}
 		}
 		grants, err := conn.Query(ctx, `SELECT format('GRANT %s ON %s TO %s', a.privilege_type, $2::text,
 				CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(a.grantee::regrole::text) END)
@@ -285,14 +292,85 @@ func prepareShadow(ctx context.Context, conn *pgx.Conn) ([]shadowTable, error) {
 	return tables, nil
 }
 
-// buildIndexes builds the copy's indexes other than its primary key.
-func (t shadowTable) buildIndexes(ctx context.Context, tx pgx.Tx) error {
-	for _, stmt := range t.later {
-		if _, err := tx.Exec(ctx, stmt); err != nil {
-			return fmt.Errorf("index the copy of %s: %w", t.name, err)
+// indexBuilders is how many index builds run at once: one per core of
+// the machines this runs on, whose builds are CPU-bound once the copies
+// are cached.
+const indexBuilders = 2
+
+// buildIndexes builds the copies' indexes once they are loaded and
+// committed, indexBuilders at a time on connections of pool, each build
+// in a transaction of its own with the memory to sort in one pass: first
+// every table's constraints (one table's in order, since adding one locks
+// the table), then the other indexes (which may run side by side on one
+// table), then ANALYZE, so that the planner knows the new tables as soon
+// as they are swapped in. The copies are seen by nobody else, so nothing
+// waits for these steps.
+func buildIndexes(ctx context.Context, pool *pgxpool.Pool, tables []shadowTable) error {
+	var constraints, indexes, analyses [][]string
+	for _, t := range tables {
+		if len(t.constraints) > 0 {
+			constraints = append(constraints, t.constraints)
+		}
+		for _, stmt := range t.indexes {
+			indexes = append(indexes, []string{stmt})
+		}
+		analyses = append(analyses, []string{`ANALYZE ` + shadowSchema + `.` + pgx.Identifier{t.name}.Sanitize()})
+	}
+	for _, jobs := range [][][]string{constraints, indexes, analyses} {
+		if err := runJobs(ctx, pool, jobs); err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+// runJobs runs each job (statements in one transaction) on up to
+// indexBuilders connections of pool, and returns the first failure.
+func runJobs(ctx context.Context, pool *pgxpool.Pool, jobs [][]string) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	next := make(chan []string)
+	errs := make(chan error, indexBuilders)
+	for range indexBuilders {
+		go func() {
+			var first error
+			for job := range next {
+				if first != nil {
+					continue
+				}
+				if first = runJob(ctx, pool, job); first != nil {
+					cancel()
+				}
+			}
+			errs <- first
+		}()
+	}
+	for _, job := range jobs {
+		next <- job
+	}
+	close(next)
+	var err error
+	for range indexBuilders {
+		err = errors.Join(err, <-errs)
+	}
+	return err
+}
+
+func runJob(ctx context.Context, pool *pgxpool.Pool, job []string) error {
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	if _, err := tx.Exec(ctx, `SET LOCAL maintenance_work_mem = '256MB'`); err != nil {
+		return err
+	}
+	for _, stmt := range job {
+		if _, err := tx.Exec(ctx, stmt); err != nil {
+			return fmt.Errorf("index the copies: %s: %w", stmt, err)
+		}
+	}
+	return tx.Commit(ctx)
 }
 
 // snapshotRound runs fn in a REPEATABLE READ transaction on conn whose
@@ -338,7 +416,7 @@ func swap(ctx context.Context, conn *pgx.Conn, next EventReader, after int64, ta
 	if _, err := tx.Exec(ctx, `LOCK TABLE ledgers IN EXCLUSIVE MODE`); err != nil {
 		return 0, fmt.Errorf("lock ledgers: %w", err)
 	}
-	n, err := replay(ctx, tx, next, after, true, nil)
+	n, err := replay(ctx, tx, next, after)
 	if err != nil {
 		return 0, err
 	}
@@ -464,39 +542,23 @@ func rate(n int64, d time.Duration) float64 {
 	return float64(n) / d.Seconds()
 }
 
-// replay applies every event that next returns, in batches: one round trip
-// reads a batch, one more applies it. It starts after position after.
-// withAggregates applies the aggregates event by event, as commands do (for
-// a short catch-up); otherwise they are recomputed at the end. Each of progress is told the number
-// of events in tx's snapshot first and then, after every batch, how many
-// are done.
-func replay(ctx context.Context, tx pgx.Tx, next EventReader, after int64, withAggregates bool, progress []Progress) (int64, error) {
-	var n, total int64
-	if len(progress) > 0 {
-		if err := tx.QueryRow(ctx, `SELECT count(*) FROM events WHERE position > $1`, after).Scan(&total); err != nil {
-			return 0, fmt.Errorf("count events: %w", err)
-		}
-		for _, p := range progress {
-			p(0, total)
-		}
-	}
-	finish := func() error {
-		if withAggregates {
-			return nil
-		}
-		return recomputeAggregates(ctx, tx)
-	}
+// replay applies every event after position after that next returns
+// through the handlers that commands run inline, aggregates included, in
+// batches: one round trip reads a batch, one more applies it. It is how a
+// rebuild catches up with the events written since its bulk load.
+func replay(ctx context.Context, tx pgx.Tx, next EventReader, after int64) (int64, error) {
+	var n int64
 	for {
 		evs, err := next(ctx, tx, after, replayBatch)
 		if err != nil {
 			return n, fmt.Errorf("read events after position %d: %w", after, err)
 		}
 		if len(evs) == 0 {
-			return n, finish()
+			return n, nil
 		}
 		b := &pgx.Batch{}
 		for _, e := range evs {
-			if err := apply(b, e, withAggregates); err != nil {
+			if err := apply(b, e, true); err != nil {
 				return n, fmt.Errorf("event %s at position %d: %w", e.ID, e.Position, err)
 			}
 		}
@@ -504,12 +566,9 @@ func replay(ctx context.Context, tx pgx.Tx, next EventReader, after int64, withA
 			return n, fmt.Errorf("apply events at positions %d to %d: %w", evs[0].Position, evs[len(evs)-1].Position, err)
 		}
 		n += int64(len(evs))
-		for _, p := range progress {
-			p(n, total)
-		}
 		after = evs[len(evs)-1].Position
 		if len(evs) < replayBatch {
-			return n, finish()
+			return n, nil
 		}
 	}
 }
@@ -538,13 +597,17 @@ const MaxDiffsPerTable = 10
 // exactly what the events say.
 //
 // It does not rebuild in place. On a connection of its own it creates
-// temporary tables named like the read tables (LIKE ... INCLUDING ALL: same
-// columns, constraints and unique indexes), which shadow them, because
-// PostgreSQL looks up unqualified names in the session's temporary schema
-// first. Then, in one read-only REPEATABLE READ transaction, it replays the
-// events through Apply (whose statements name the tables unqualified, so
-// they write the temporary copies) and compares the copies with the live
-// tables, qualified by schema. The events and the live tables are read from
+// temporary tables named like the read tables (same columns, defaults and
+// checks, no indexes), which shadow them, because PostgreSQL looks up
+// unqualified names in the session's temporary schema first. Then, in one
+// read-only REPEATABLE READ transaction, it loads them through the bulk
+// path that Rebuild runs (bulkLoad, then the aggregates) and compares the
+// copies with the live tables, qualified by schema, set against set: a
+// table matches when neither EXCEPT ALL the other has a row; only a table
+// that differs is joined row by row to name the differing keys. The live
+// tables were written inline, event by event, so every run of Verify
+// also proves the bulk path equal to the inline one on the whole
+// history. The events and the live tables are read from
 // the same snapshot, and commands commit events and read rows together, so
 // no lock is needed: writers go on meanwhile, and the read-only transaction
 // guarantees that nothing outside the temporary tables can change, whatever
@@ -553,7 +616,7 @@ const MaxDiffsPerTable = 10
 // copies stay in memory.
 //
 // progress, if given, is told after every batch how far the replay is.
-func Verify(ctx context.Context, pool *pgxpool.Pool, next EventReader, progress ...Progress) (events int64, diffs []Diff, err error) {
+func Verify(ctx context.Context, pool *pgxpool.Pool, src Source, progress ...Progress) (events int64, diffs []Diff, err error) {
 	conn, err := pgx.ConnectConfig(ctx, pool.Config().ConnConfig.Copy())
 	if err != nil {
 		return 0, nil, fmt.Errorf("verify: connect: %w", err)
@@ -571,6 +634,10 @@ func Verify(ctx context.Context, pool *pgxpool.Pool, next EventReader, progress 
 		return 0, nil, fmt.Errorf("verify: size temporary buffers: %w", err)
 	}
 
+	// The comparison hashes whole tables.
+	if _, err := conn.Exec(ctx, `SET work_mem = '64MB'`); err != nil {
+		return 0, nil, fmt.Errorf("verify: %w", err)
+	}
 	tables := make([]liveTable, 0, len(Tables))
 	for _, name := range Tables {
 		lt, err := shadow(ctx, conn, name)
@@ -586,7 +653,10 @@ func Verify(ctx context.Context, pool *pgxpool.Pool, next EventReader, progress 
 	}
 	// Read-only: there is nothing to commit, ever.
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
-	if events, err = replay(ctx, tx, next, 0, false, progress); err != nil {
+	if events, err = bulkLoad(ctx, pool, tx, src, progress); err != nil {
+		return 0, nil, fmt.Errorf("verify: replay: %w", err)
+	}
+	if err := recomputeAggregates(ctx, tx); err != nil {
 		return 0, nil, fmt.Errorf("verify: replay: %w", err)
 	}
 	for _, lt := range tables {
@@ -629,7 +699,7 @@ func shadow(ctx context.Context, conn *pgx.Conn, name string) (liveTable, error)
 		return lt, fmt.Errorf("read table %s has no primary key to compare rows by", name)
 	}
 	ident := pgx.Identifier{name}.Sanitize()
-	if _, err := conn.Exec(ctx, `CREATE TEMP TABLE `+ident+` (LIKE `+lt.qualified+` INCLUDING ALL)`); err != nil {
+	if _, err := conn.Exec(ctx, `CREATE TEMP TABLE `+ident+` (LIKE `+lt.qualified+` INCLUDING ALL EXCLUDING INDEXES)`); err != nil {
 		return lt, fmt.Errorf("copy %s: %w", name, err)
 	}
 	var shadowed bool
@@ -646,14 +716,24 @@ func shadow(ctx context.Context, conn *pgx.Conn, name string) (liveTable, error)
 }
 
 // compare returns the rows, by primary key, that differ between the live
-// table and its replayed copy, compared as the text of the whole row.
+// table and its replayed copy. Whether any does is asked set-based; only
+// then are the rows matched by key and compared as the text of the whole
+// row.
 func (lt liveTable) compare(ctx context.Context, tx pgx.Tx) ([]Diff, error) {
+	rebuilt := "pg_temp." + pgx.Identifier{lt.name}.Sanitize()
+	var differ bool
+	if err := tx.QueryRow(ctx, `SELECT EXISTS (TABLE `+lt.qualified+` EXCEPT ALL TABLE `+rebuilt+`)
+		OR EXISTS (TABLE `+rebuilt+` EXCEPT ALL TABLE `+lt.qualified+`)`).Scan(&differ); err != nil {
+		return nil, err
+	}
+	if !differ {
+		return nil, nil
+	}
 	parts := make([]string, len(lt.key))
 	for i, col := range lt.key {
 		parts[i] = fmt.Sprintf("format('%s=%%s', t.%s)", strings.ReplaceAll(col, "'", "''"), pgx.Identifier{col}.Sanitize())
 	}
 	key := "concat_ws(', ', " + strings.Join(parts, ", ") + ")"
-	rebuilt := "pg_temp." + pgx.Identifier{lt.name}.Sanitize()
 	rows, err := tx.Query(ctx, `SELECT coalesce(l.k, r.k), coalesce(l.row, 'missing'), coalesce(r.row, 'missing')
 		FROM (SELECT `+key+` AS k, t::text AS row FROM `+lt.qualified+` t) l
 		FULL JOIN (SELECT `+key+` AS k, t::text AS row FROM `+rebuilt+` t) r ON l.k = r.k

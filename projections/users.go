@@ -44,6 +44,57 @@ func init() {
 	register(saasapi.EventUserLoginFailed, bump)
 }
 
+// userFold is a users row as the bulk path folds it.
+type userFold struct {
+	id                 string
+	email, displayName *string
+	active             bool
+	version            int64
+	createdAt          time.Time
+	updatedAt          time.Time
+}
+
+func (r *userFold) table() string { return "users" }
+
+func (r *userFold) values() []any {
+	return []any{r.id, r.email, r.displayName, r.active, r.version, r.createdAt, r.updatedAt}
+}
+
+// unlessErased is NULLIF(v, ErasedValue).
+func unlessErased(v string) *string {
+	if v == saasapi.ErasedValue {
+		return nil
+	}
+	return &v
+}
+
+func init() {
+	copyColumns["users"] = []string{"id", "email", "display_name", "is_active", "version", "created_at", "updated_at"}
+	registerFold(saasapi.EventUserRegistered, func(cur row, e saasapi.Event, p any) (row, error) {
+		if cur != nil {
+			return nil, errCreatedTwice(e)
+		}
+		d := p.(*saasapi.UserRegistered)
+		return &userFold{id: string(e.StreamID), email: unlessErased(d.Email), displayName: unlessErased(d.DisplayName),
+			active: true, version: e.StreamVersion, createdAt: e.OccurredAt, updatedAt: e.OccurredAt}, nil
+	})
+	bump := func(cur row, e saasapi.Event, _ any) (row, error) {
+		if r, ok := cur.(*userFold); ok {
+			r.version = e.StreamVersion
+		}
+		return cur, nil
+	}
+	registerFold(saasapi.EventUserLoggedIn, bump)
+	registerFold(saasapi.EventUserLoginFailed, bump)
+	registerFold(saasapi.EventUserErased, func(cur row, e saasapi.Event, _ any) (row, error) {
+		if r, ok := cur.(*userFold); ok {
+			r.email, r.displayName, r.active = nil, nil, false
+			r.version, r.updatedAt = e.StreamVersion, e.OccurredAt
+		}
+		return cur, nil
+	})
+}
+
 const userColumns = `id, coalesce(email, ''), coalesce(display_name, ''), is_active, version, created_at, updated_at`
 
 func scanUser(row pgx.Row) (User, error) {

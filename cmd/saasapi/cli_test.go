@@ -54,7 +54,7 @@ func TestEveryCommandParsesItsFlags(t *testing.T) {
 	// The table below is the program's own list; this only guards against
 	// losing a command from it by accident.
 	for _, want := range []string{"dev", "serve", "migrate", "audit verify", "audit verify-export", "audit monitor",
-		"audit keygen", "projections rebuild", "projections verify", "users erase", "version"} {
+		"audit keygen", "projections rebuild", "projections verify", "users erase", "users seal-legacy", "users rewrap-keys", "version"} {
 		if !slices.Contains(paths, want) {
 			t.Errorf("subcommand %q is missing from the command table", want)
 		}

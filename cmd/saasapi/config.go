@@ -54,6 +54,7 @@ type Config struct {
 	LedgerSigningKey  string        // LEDGER_SIGNING_KEY, the note signer key of the checkpoints (ledgerkey.go)
 	PprofAddr         string        // PPROF_ADDR, a loopback address for net/http/pprof; empty (default) for none
 	DataKey           string        // DATA_KEY, the key-encryption key of the people's data keys (dataKeyring)
+	DataKeyPrevious   string        // DATA_KEY_PREVIOUS, the key DATA_KEY replaces while they are re-wrapped
 
 	// Abuse limits, per replica (apihttp.Throttle).
 	LoginAccountRate    apihttp.Rate  // LOGIN_ACCOUNT_RATE and LOGIN_ACCOUNT_BURST: failed sign-ins per account and address
@@ -90,6 +91,7 @@ func loadConfig(getenv func(string) string, defaultAddr string) (Config, error) 
 		LedgerSigningKey: get("LEDGER_SIGNING_KEY", ""),
 		PprofAddr:        get("PPROF_ADDR", ""),
 		DataKey:          get("DATA_KEY", ""),
+		DataKeyPrevious:  get("DATA_KEY_PREVIOUS", ""),
 	}
 
 	var errs []error

@@ -24,10 +24,27 @@ const devDataKeyFile = "data.key"
 // and test.
 const placeholderDataKey = "local-placeholder-data-key-32byt"
 
-// dataKeyring returns the keyring of SAAS_API_DATA_KEY. Without a key it
-// refuses outside local and test, and otherwise generates one for this
-// process (logged, if logger is not nil).
+// dataKeyring returns the keyring of SAAS_API_DATA_KEY and, during a
+// rotation, of SAAS_API_DATA_KEY_PREVIOUS, which it unwraps with too.
 func dataKeyring(cfg Config, logger *slog.Logger) (*saasapi.DataKeyring, error) {
+	k, err := currentDataKeyring(cfg, logger)
+	if err != nil || cfg.DataKeyPrevious == "" {
+		return k, err
+	}
+	if cfg.DataKey == "" {
+		return nil, fmt.Errorf("%s is set but %s is not: a rotation needs both", saasapi.EnvDataKeyPrevious, saasapi.EnvDataKey)
+	}
+	prev, err := saasapi.ParseDataKEK(cfg.DataKeyPrevious)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", saasapi.EnvDataKeyPrevious, err)
+	}
+	return k.WithPrevious(prev)
+}
+
+// currentDataKeyring returns the keyring of SAAS_API_DATA_KEY. Without a
+// key it refuses outside local and test, and otherwise generates one for
+// this process (logged, if logger is not nil).
+func currentDataKeyring(cfg Config, logger *slog.Logger) (*saasapi.DataKeyring, error) {
 	raw := cfg.DataKey
 	switch {
 	case raw == "" && !cfg.relaxed():

@@ -198,8 +198,13 @@ func verifyEvidence(ctx context.Context, q eventstore.Querier, ledger saasapi.ID
 	}
 	if cp != nil {
 		if root != cp.Root {
-			return &eventstore.ChainError{LedgerID: ledger, Sequence: cp.Size,
-				Reason: fmt.Sprintf("the root of the first %d events, recomputed from them, is not the signed checkpoint's root", cp.Size)}
+			reason := fmt.Sprintf("the root of the first %d events, recomputed from them, is not the signed checkpoint's root", cp.Size)
+			if r, err := eventstore.LastReseal(ctx, q, ledger); err == nil && r != nil && r.FirstSequence <= cp.Size {
+				reason += fmt.Sprintf(" (the ledger's events from sequence %d on were resealed, which changed their hashes: "+
+					"a checkpoint signed before then cannot match; ledger_reseals records the old root %x of size %d)",
+					r.FirstSequence, r.OldRoot[:], r.TreeSize)
+			}
+			return &eventstore.ChainError{LedgerID: ledger, Sequence: cp.Size, Reason: reason}
 		}
 		fmt.Fprintf(stdout, "ledger %s: the first %d events match the signed checkpoint\n", ledger, cp.Size)
 	}

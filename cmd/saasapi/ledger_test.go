@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -79,24 +78,11 @@ func newLedgerWorld(t *testing.T) *ledgerWorld {
 // call sends a request with the world's token and checks the status.
 func (w *ledgerWorld) call(method, path, body string, status int) []byte {
 	w.t.Helper()
-	req, err := http.NewRequestWithContext(context.Background(), method, w.srv.URL+path, strings.NewReader(body))
-	if err != nil {
-		w.t.Fatal(err)
+	got, b := w.try(method, path, body, w.token)
+	if got != status {
+		w.t.Fatalf("%s %s: %d, want %d: %s", method, path, got, status, b)
 	}
-	req.Header.Set("Content-Type", "application/json")
-	if w.token != "" {
-		req.Header.Set("Authorization", "Bearer "+w.token)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		w.t.Fatal(err)
-	}
-	defer func() { _ = resp.Body.Close() }()
-	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != status {
-		w.t.Fatalf("%s %s: %d, want %d: %s", method, path, resp.StatusCode, status, b)
-	}
-	return b
+	return []byte(b)
 }
 
 func (w *ledgerWorld) projects(n int) {

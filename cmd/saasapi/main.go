@@ -48,6 +48,12 @@ Usage:
   saasapi users erase --user ID
                      erase a person: end their memberships, destroy their
                      data key, keep only their ID
+  saasapi users seal-legacy [--limit N]
+                     seal the personal data that versions before sealing
+                     stored in plain text (resumable; as the schema owner)
+  saasapi users rewrap-keys [--batch N]
+                     re-wrap every person's data key from
+                     SAAS_API_DATA_KEY_PREVIOUS to SAAS_API_DATA_KEY
   saasapi version    print the version and the source revision (also --version)
   saasapi help [COMMAND]
                      show this help, or a command's (also COMMAND --help)
@@ -133,6 +139,8 @@ var subcommands = []command{
 		return runProjections(ctx, "verify", env, stdout, stderr)
 	})},
 	{"users erase", usersEraseUsage, usersEraseFlags},
+	{"users seal-legacy", usersSealLegacyUsage, usersSealLegacyFlags},
+	{"users rewrap-keys", usersRewrapKeysUsage, usersRewrapKeysFlags},
 	{"version", versionUsage, noFlags(func(_ context.Context, _ environment, stdout, _ io.Writer) error {
 		fmt.Fprint(stdout, versionText(debug.ReadBuildInfo()))
 		return nil

@@ -194,7 +194,7 @@ func runProjections(ctx context.Context, which string, env environment, stdout, 
 	if err != nil {
 		return fmt.Errorf("projections %s: %w", which, err)
 	}
-	readEvents := openedEvents(keys)
+	readEvents := commands.OpenedEvents(keys)
 
 	meter := progress.New(stderr, "projections "+which)
 	report := func(done, total int64) {
@@ -230,20 +230,6 @@ func runProjections(ctx context.Context, which string, env environment, stdout, 
 	}
 	return fmt.Errorf("projections verify: %d rows differ from a replay of %d events (at most %d shown per table); "+
 		"`saasapi projections rebuild` replaces the read tables with the replay", len(diffs), n, projections.MaxDiffsPerTable)
-}
-
-// openedEvents is how the projections read the event stream: eventstore's
-// position-ordered reader, handed over so that projections need not import
-// eventstore, with personal fields opened (or read as erased where the
-// person's key is gone, so that a replay projects the tombstone).
-func openedEvents(keys *saasapi.DataKeyring) projections.EventReader {
-	return func(ctx context.Context, tx pgx.Tx, after int64, limit int) ([]saasapi.Event, error) {
-		evs, err := eventstore.ReadAll(ctx, tx, after, limit)
-		if err != nil {
-			return nil, err
-		}
-		return evs, commands.OpenPersonalEvents(ctx, tx, keys, evs)
-	}
 }
 
 // opsKeyring is the checked keyring of an operator command.

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"github.com/saasapi/saasapi/internal/benchkit"
 	"net/http"
 	"net/url"
 	"os"
@@ -16,12 +17,12 @@ import (
 // archived), then times page 1 of the lists whose totals must not grow
 // with the ledger.
 func fillAndTime(ctx context.Context, base string, s seeded, target int) error {
-	c := &client{base: base, token: s.token, http: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 32}}}
+	c := &benchkit.Client{Base: base, Token: s.token, HTTP: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 32}}}
 	org := s.orgs[0]
 	var head struct {
 		Sequence int `json:"sequence"`
 	}
-	if err := c.call(ctx, "GET", "/orgs/"+org+"/audit-events/head", nil, &head); err != nil {
+	if err := c.Call(ctx, "GET", "/orgs/"+org+"/audit-events/head", nil, &head); err != nil {
 		return err
 	}
 	missing := target - head.Sequence
@@ -30,31 +31,31 @@ func fillAndTime(ctx context.Context, base string, s seeded, target int) error {
 	start := time.Now()
 	// Each item appends 1 event, every tenth 2 (created, then archived).
 	items := max(0, missing*10/11)
-	err := parallel(items, 32, func(i int) error {
+	err := benchkit.Parallel(items, 32, func(i int) error {
 		if n := done.Add(1); n%50000 == 0 {
 			logf("  %d of %d (%.0f/s)", n, items, float64(n)/time.Since(start).Seconds())
 		}
 		var p struct {
 			ID string `json:"id"`
 		}
-		if err := c.call(ctx, "POST", "/orgs/"+org+"/projects", map[string]string{"name": fmt.Sprintf("Fill %d", i)}, &p); err != nil {
+		if err := c.Call(ctx, "POST", "/orgs/"+org+"/projects", map[string]string{"name": fmt.Sprintf("Fill %d", i)}, &p); err != nil {
 			return err
 		}
 		if i%10 == 0 {
-			return c.call(ctx, "PATCH", "/orgs/"+org+"/projects/"+p.ID, map[string]string{"status": "archived"}, nil)
+			return c.Call(ctx, "PATCH", "/orgs/"+org+"/projects/"+p.ID, map[string]string{"status": "archived"}, nil)
 		}
 		return nil
 	})
 	if err != nil {
 		return err
 	}
-	if err := c.call(ctx, "GET", "/orgs/"+org+"/audit-events/head", nil, &head); err != nil {
+	if err := c.Call(ctx, "GET", "/orgs/"+org+"/audit-events/head", nil, &head); err != nil {
 		return err
 	}
 	var me struct {
 		ID string `json:"id"`
 	}
-	if err := c.call(ctx, "GET", "/me", nil, &me); err != nil {
+	if err := c.Call(ctx, "GET", "/me", nil, &me); err != nil {
 		return err
 	}
 	audit := "/orgs/" + org + "/audit-events?"
@@ -79,7 +80,7 @@ func fillAndTime(ctx context.Context, base string, s seeded, target int) error {
 		times := make([]float64, 21)
 		for i := range times {
 			t0 := time.Now()
-			if err := c.call(ctx, "GET", q.path, nil, &page); err != nil {
+			if err := c.Call(ctx, "GET", q.path, nil, &page); err != nil {
 				return err
 			}
 			times[i] = float64(time.Since(t0).Microseconds()) / 1000

@@ -7,14 +7,11 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -25,12 +22,11 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/saasapi/saasapi"
+	"github.com/saasapi/saasapi/internal/benchkit"
 	"github.com/saasapi/saasapi/internal/pgcluster"
 )
 
@@ -75,9 +71,7 @@ func main() {
 	}
 }
 
-func logf(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, "# "+format+"\n", args...)
-}
+var logf = benchkit.Logf
 
 func run(ctx context.Context, o options) (err error) {
 	wrk, err := exec.LookPath("wrk")
@@ -88,53 +82,30 @@ func run(ctx context.Context, o options) (err error) {
 	if err != nil {
 		return err
 	}
-	bin, err := filepath.Abs(o.bin)
+	svc, err := benchkit.StartService(ctx, o.bin, "SAAS_API_LOG_LEVEL="+o.logLevel)
 	if err != nil {
 		return err
 	}
-	// fsync stays on (Fast is false): commits cost what they cost in
-	// production, for the service and for pgbench alike.
-	cluster, err := pgcluster.StartTemp(ctx, pgcluster.Options{Logf: logf})
-	if err != nil {
-		return err
-	}
-	defer func() {
-		stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
-		defer cancel()
-		err = errors.Join(err, cluster.Stop(stopCtx))
-	}()
+	defer func() { err = errors.Join(err, svc.Stop(ctx)) }()
+	cluster, bin, env := svc.Cluster, svc.Bin, svc.Env
 	dbURL := cluster.URL(pgcluster.AppDatabase)
-	// Outside local and test the service wants a checkpoint signing key.
-	key, err := exec.CommandContext(ctx, bin, "audit", "keygen").Output()
-	if err != nil {
-		return fmt.Errorf("audit keygen: %w", err)
-	}
-	env := append(os.Environ(), "SAAS_API_DATABASE_URL="+dbURL,
-		"SAAS_API_JWT_SECRET=benchmark-secret-that-is-long-enough-for-hs256",
-		"SAAS_API_LEDGER_SIGNING_KEY="+strings.TrimSpace(string(key)),
-		// The served process and the verifying commands share one data key.
-		saasapi.EnvDataKey+"="+saasapi.NewDataKEK(),
-		"SAAS_API_LOG_LEVEL="+o.logLevel, "SAAS_API_ENVIRONMENT=benchmark")
-	if out, err := command(ctx, env, bin, "migrate").CombinedOutput(); err != nil {
-		return fmt.Errorf("migrate: %w: %s", err, out)
-	}
-	addr, err := freeAddr()
+	addr, err := benchkit.FreeAddr()
 	if err != nil {
 		return err
 	}
 	serveEnv := append(env, "SAAS_API_HTTP_ADDR="+addr)
 	pprofAddr := ""
 	if o.profile != "" {
-		if pprofAddr, err = freeAddr(); err != nil {
+		if pprofAddr, err = benchkit.FreeAddr(); err != nil {
 			return err
 		}
 		serveEnv = append(serveEnv, "SAAS_API_PPROF_ADDR="+pprofAddr)
 	}
-	srv, err := startServer(ctx, bin, serveEnv, cluster.Dir(), "saasapi.log")
+	srv, err := benchkit.StartServer(ctx, bin, serveEnv, cluster.Dir())
 	if err != nil {
 		return err
 	}
-	defer func() { err = errors.Join(err, srv.stop()) }()
+	defer func() { err = errors.Join(err, srv.Stop()) }()
 	base := "http://" + addr
 	baseB := ""
 	if o.compare != "" || o.binB != "" {
@@ -148,17 +119,22 @@ func run(ctx context.Context, o options) (err error) {
 		if err != nil {
 			return err
 		}
-		addrB, err := freeAddr()
+		addrB, err := benchkit.FreeAddr()
 		if err != nil {
 			return err
 		}
 		// No profiles of B: its pprof address would be A's.
 		envB = append(append(slices.Clip(serveEnv), "SAAS_API_HTTP_ADDR="+addrB, "SAAS_API_PPROF_ADDR="), envB...)
-		srvB, err := startServer(ctx, binB, envB, cluster.Dir(), "saasapi-b.log")
+		// B logs into a directory of its own (saasapi.log there).
+		dirB := filepath.Join(cluster.Dir(), "b")
+		if err := os.MkdirAll(dirB, 0o755); err != nil {
+			return err
+		}
+		srvB, err := benchkit.StartServer(ctx, binB, envB, dirB)
 		if err != nil {
 			return err
 		}
-		defer func() { err = errors.Join(err, srvB.stop()) }()
+		defer func() { err = errors.Join(err, srvB.Stop()) }()
 		baseB = "http://" + addrB
 		logf("B serves on %s: %s %s", addrB, binB, o.compare)
 	}
@@ -173,7 +149,7 @@ func run(ctx context.Context, o options) (err error) {
 		return err
 	}
 	logf("pgbench -i -s 10")
-	if out, err := command(ctx, nil, pgbench, "-i", "-q", "-s", "10", pgURL).CombinedOutput(); err != nil {
+	if out, err := benchkit.Command(ctx, nil, pgbench, "-i", "-q", "-s", "10", pgURL).CombinedOutput(); err != nil {
 		return fmt.Errorf("pgbench -i: %w: %s", err, out)
 	}
 	dir, err := os.MkdirTemp("", "benchhttp")
@@ -237,7 +213,7 @@ func run(ctx context.Context, o options) (err error) {
 	}
 	logf("verifying the hash chains and the read tables")
 	for _, args := range [][]string{{"audit", "verify"}, {"projections", "verify"}} {
-		out, err := command(ctx, env, bin, args...).CombinedOutput()
+		out, err := benchkit.Command(ctx, env, bin, args...).CombinedOutput()
 		fmt.Fprintf(os.Stdout, "\n$ saasapi %s\n%s", strings.Join(args, " "), lastLines(string(out), 3))
 		if err != nil {
 			return fmt.Errorf("saasapi %s: %w", strings.Join(args, " "), err)
@@ -248,12 +224,6 @@ func run(ctx context.Context, o options) (err error) {
 		<-ctx.Done()
 	}
 	return nil
-}
-
-func command(ctx context.Context, env []string, name string, args ...string) *exec.Cmd {
-	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.Env = env
-	return cmd
 }
 
 func findPgbench() (string, error) {
@@ -281,77 +251,6 @@ func pgbenchDB(ctx context.Context, c *pgcluster.Cluster) (string, error) {
 	return c.URL("pgbench"), nil
 }
 
-func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer func() { _ = ln.Close() }()
-	return ln.Addr().String(), nil
-}
-
-// server is the `saasapi serve` process this program started.
-type server struct {
-	cmd  *exec.Cmd
-	done chan error
-}
-
-func startServer(ctx context.Context, bin string, env []string, dir, log string) (*server, error) {
-	logFile, err := os.Create(filepath.Join(dir, log))
-	if err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(bin, "serve")
-	cmd.Env = env
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	s := &server{cmd: cmd, done: make(chan error, 1)}
-	go func() { s.done <- cmd.Wait(); _ = logFile.Close() }()
-	var addr string
-	for _, e := range env {
-		if v, ok := strings.CutPrefix(e, "SAAS_API_HTTP_ADDR="); ok {
-			addr = v
-		}
-	}
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		res, err := http.Get("http://" + addr + "/readyz")
-		if err == nil {
-			_ = res.Body.Close()
-			if res.StatusCode == http.StatusOK {
-				return s, nil
-			}
-		}
-		select {
-		case err := <-s.done:
-			return nil, fmt.Errorf("saasapi serve exited: %w (log in %s)", err, logFile.Name())
-		case <-ctx.Done():
-			return nil, errors.Join(ctx.Err(), s.stop())
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-	return nil, errors.Join(errors.New("saasapi serve did not become ready"), s.stop())
-}
-
-// stop ends the server this program started, by its PID.
-func (s *server) stop() error {
-	_ = s.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-s.done:
-		var exit *exec.ExitError
-		if errors.As(err, &exit) {
-			return fmt.Errorf("saasapi serve: %w", err)
-		}
-		return nil
-	case <-time.After(20 * time.Second):
-		_ = s.cmd.Process.Kill()
-		err := <-s.done
-		return errors.Join(errors.New("saasapi serve did not stop on SIGTERM"), err)
-	}
-}
-
 // seeded is what the workloads need from the seed.
 type seeded struct {
 	token    string
@@ -359,107 +258,37 @@ type seeded struct {
 	projects []string // of orgs[0]
 }
 
-type client struct {
-	base  string
-	token string
-	http  *http.Client
-}
-
-func (c *client) call(ctx context.Context, method, path string, body, out any) error {
-	var rd io.Reader
-	if body != nil {
-		raw, err := json.Marshal(body)
-		if err != nil {
-			return err
-		}
-		rd = bytes.NewReader(raw)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
-	}
-	res, err := c.http.Do(req)
-	if err != nil {
-		return err
-	}
-	defer func() { _ = res.Body.Close() }()
-	raw, err := io.ReadAll(res.Body)
-	if err != nil {
-		return err
-	}
-	if res.StatusCode >= 300 {
-		return fmt.Errorf("%s %s: %d %s", method, path, res.StatusCode, raw)
-	}
-	if out != nil {
-		return json.Unmarshal(raw, out)
-	}
-	return nil
-}
-
-// parallel runs fn(i) for i in [0, n) on workers goroutines.
-func parallel(n, workers int, fn func(i int) error) error {
-	var (
-		mu   sync.Mutex
-		errs []error
-		wg   sync.WaitGroup
-		next = make(chan int)
-	)
-	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range next {
-				if err := fn(i); err != nil {
-					mu.Lock()
-					errs = append(errs, err)
-					mu.Unlock()
-				}
-			}
-		}()
-	}
-	for i := range n {
-		next <- i
-	}
-	close(next)
-	wg.Wait()
-	return errors.Join(errs...)
-}
-
 func seedAPI(ctx context.Context, base string, orgs, projects int) (seeded, error) {
-	c := &client{base: base, http: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16}}}
+	c := &benchkit.Client{Base: base, HTTP: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16}}}
 	creds := map[string]string{"email": "owner@bench.example", "password": "benchmark password 1"}
-	if err := c.call(ctx, "POST", "/auth/register", map[string]string{"email": creds["email"],
+	if err := c.Call(ctx, "POST", "/auth/register", map[string]string{"email": creds["email"],
 		"password": creds["password"], "display_name": "Owner"}, nil); err != nil {
 		return seeded{}, err
 	}
 	var login struct {
 		AccessToken string `json:"access_token"`
 	}
-	if err := c.call(ctx, "POST", "/auth/login", creds, &login); err != nil {
+	if err := c.Call(ctx, "POST", "/auth/login", creds, &login); err != nil {
 		return seeded{}, err
 	}
-	c.token = login.AccessToken
+	c.Token = login.AccessToken
 	s := seeded{token: login.AccessToken, orgs: make([]string, orgs), projects: make([]string, projects)}
-	err := parallel(orgs, 8, func(i int) error {
+	err := benchkit.Parallel(orgs, 8, func(i int) error {
 		var org struct {
 			ID string `json:"id"`
 		}
-		err := c.call(ctx, "POST", "/orgs", map[string]string{"name": fmt.Sprintf("Bench organisation %d", i)}, &org)
+		err := c.Call(ctx, "POST", "/orgs", map[string]string{"name": fmt.Sprintf("Bench organisation %d", i)}, &org)
 		s.orgs[i] = org.ID
 		return err
 	})
 	if err != nil {
 		return seeded{}, err
 	}
-	err = parallel(projects, 8, func(i int) error {
+	err = benchkit.Parallel(projects, 8, func(i int) error {
 		var p struct {
 			ID string `json:"id"`
 		}
-		err := c.call(ctx, "POST", "/orgs/"+s.orgs[0]+"/projects",
+		err := c.Call(ctx, "POST", "/orgs/"+s.orgs[0]+"/projects",
 			map[string]string{"name": fmt.Sprintf("Seeded project %d", i)}, &p)
 		s.projects[i] = p.ID
 		return err
@@ -547,7 +376,7 @@ var (
 )
 
 func (w workload) run(ctx context.Context) (result, error) {
-	out, err := command(ctx, nil, w.cmd[0], w.cmd[1:]...).CombinedOutput()
+	out, err := benchkit.Command(ctx, nil, w.cmd[0], w.cmd[1:]...).CombinedOutput()
 	if err != nil {
 		return result{}, fmt.Errorf("%w: %s", err, out)
 	}

@@ -56,3 +56,24 @@ func TestCIKeepsPackagedServicesFromStarting(t *testing.T) {
 		t.Fatal(".ci/run must remove /usr/sbin/policy-rc.d only when it created it")
 	}
 }
+
+// TestNoBuildOutputsTracked keeps compiled programs out of the repository:
+// `go build ./internal/x` in the module root writes a binary named x there,
+// and one commit of it stays in every clone's history for good.
+func TestNoBuildOutputsTracked(t *testing.T) {
+	t.Parallel()
+	root, _ := moduleRoot(t)
+	const limit = 4 << 20 // the vendored documentation bundles are under 2 MiB
+	for _, rel := range repoFiles(t, root) {
+		content, err := os.ReadFile(filepath.Join(root, rel))
+		if err != nil {
+			continue // tracked but deleted in the working tree
+		}
+		switch {
+		case strings.HasPrefix(string(content), "\x7fELF"):
+			t.Errorf("%s is a compiled program; build into bin/ (ignored) instead", rel)
+		case len(content) > limit:
+			t.Errorf("%s is %d bytes, above the %d bytes any file of the repository needs", rel, len(content), limit)
+		}
+	}
+}
