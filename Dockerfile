@@ -27,6 +27,10 @@ RUN --mount=type=cache,target=/go/pkg/mod \
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/saasapi /saasapi
 USER nonroot:nonroot
+# A small live heap and a few kilobytes allocated per request: with the
+# default GOGC=100 the collector runs many times a second under load
+# (docs/performance.md, tail latency). Override with -e GOGC=...
+ENV GOGC=400
 # serve listens on SAAS_API_HTTP_ADDR, :8000 unless set.
 EXPOSE 8000
 # No HEALTHCHECK: the image has no shell or curl to run one, and saasapi has

@@ -181,16 +181,17 @@ func (t *TokenIssuer) Issue(userID saasapi.ID) (token string, expiresIn time.Dur
 // saasapi.Errorf(EUNAUTHENTICATED, MsgInvalidToken), so callers cannot learn
 // which check failed.
 func (t *TokenIssuer) Verify(token string) (saasapi.ID, error) {
-	invalid := saasapi.Errorf(saasapi.EUNAUTHENTICATED, saasapi.MsgInvalidToken)
+	// Built only on a failure: the success path is every request's.
+	invalid := func() error { return saasapi.Errorf(saasapi.EUNAUTHENTICATED, saasapi.MsgInvalidToken) }
 	if token == "" || len(token) > maxTokenLen {
-		return "", invalid
+		return "", invalid()
 	}
 	if v, ok := t.verified.Load(token); ok {
 		// The same answer a full verification gives, without its HMAC
 		// and JSON decoding: only the times can have changed.
 		vt := v.(verifiedToken)
 		if now := t.now(); now.Before(vt.notBefore) || now.After(vt.notAfter) {
-			return "", invalid
+			return "", invalid()
 		}
 		return vt.userID, nil
 	}
@@ -204,16 +205,16 @@ func (t *TokenIssuer) Verify(token string) (saasapi.ID, error) {
 		return t.secret, nil
 	})
 	if err != nil || !tok.Valid {
-		return "", invalid
+		return "", invalid()
 	}
 	// The library verifies iat only when present; a token without it could
 	// not be aged or revoked by issue time, so it is refused.
 	if claims.IssuedAt == nil || claims.TokenType != TokenTypeAccess {
-		return "", invalid
+		return "", invalid()
 	}
 	id, err := saasapi.ParseID(claims.Subject)
 	if err != nil {
-		return "", invalid
+		return "", invalid()
 	}
 	if t.verifiedN.Add(1)%maxVerifiedTokens == 0 {
 		t.verified.Clear()

@@ -20,19 +20,39 @@ const maxBodyBytes = 1 << 20
 
 // encode writes v as JSON with the given status.
 func encode(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
+	w.Header()["Content-Type"] = jsonContentType
 	encodeWithType(w, status, v)
 }
 
+// encodeBuffers are the buffers responses are encoded into: a response is
+// one Write of a known length (Content-Length, not chunked), and its
+// buffer serves the next.
+var encodeBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// maxPooledBuffer is the largest buffer kept for reuse; a larger one (an
+// export page) goes to the garbage collector.
+const maxPooledBuffer = 64 << 10
+
+// encodeWithType writes v as json.Marshal does, followed by a newline.
 func encodeWithType(w http.ResponseWriter, status int, v any) {
-	b, err := json.Marshal(v)
-	if err != nil {
-		b = []byte(`{"detail":"internal server error"}`)
+	buf := encodeBuffers.Get().(*bytes.Buffer)
+	defer func() {
+		if buf.Cap() <= maxPooledBuffer {
+			buf.Reset()
+			encodeBuffers.Put(buf)
+		}
+	}()
+	buf.Reset()
+	// Encode writes what Marshal returns (HTML escaped the same way) and
+	// the newline.
+	if err := json.NewEncoder(buf).Encode(v); err != nil {
+		buf.Reset()
+		buf.WriteString(`{"detail":"internal server error"}` + "\n")
 		status = http.StatusInternalServerError
 	}
-	w.Header().Set("Content-Length", strconv.Itoa(len(b)+1))
+	w.Header().Set("Content-Length", strconv.Itoa(buf.Len()))
 	w.WriteHeader(status)
-	_, _ = w.Write(append(b, '\n'))
+	_, _ = w.Write(buf.Bytes())
 }
 
 // decodeError is a body that could not be decoded; it carries the status

@@ -104,15 +104,7 @@ func BenchmarkProofOverHTTP(b *testing.B) {
 				req, _ := http.NewRequestWithContext(context.Background(), http.MethodGet,
 					e.srv.URL+"/orgs/"+org+"/audit-events"+path, nil)
 				req.Header.Set("Authorization", "Bearer "+owner.Token)
-				resp, err := http.DefaultClient.Do(req)
-				if err != nil {
-					b.Fatal(err)
-				}
-				_, _ = io.Copy(io.Discard, resp.Body)
-				_ = resp.Body.Close()
-				if resp.StatusCode != http.StatusOK {
-					b.Fatalf("status %d", resp.StatusCode)
-				}
+				getOK(b, http.DefaultClient, req)
 			}
 		})
 	}

@@ -31,6 +31,8 @@ type requestState struct {
 	// authOp is how the principal authenticated (observability.Auth*),
 	// and authDetail the route's 401 detail when the gate refuses it.
 	authOp, authDetail string
+	// rec wraps the response writer; kept here to save an allocation.
+	rec statusRecorder
 }
 
 func stateOf(ctx context.Context) *requestState {
@@ -120,9 +122,11 @@ func (s *Server) requestContext(next http.Handler) http.Handler {
 		if !saneRequestID(st.requestID) {
 			st.requestID = st.serverRequestID
 		}
-		w.Header().Set("X-Request-ID", st.requestID)
+		// Set would canonicalise the key anew on every response.
+		w.Header()["X-Request-Id"] = []string{st.requestID}
 		ctx := context.WithValue(r.Context(), requestStateKey, st)
-		rec := &statusRecorder{ResponseWriter: w}
+		st.rec = statusRecorder{ResponseWriter: w}
+		rec := &st.rec
 		next.ServeHTTP(rec, r.WithContext(ctx))
 
 		if rec.status == 0 {
@@ -142,6 +146,10 @@ func (s *Server) requestContext(next http.Handler) http.Handler {
 		elapsed := time.Since(start)
 		method := methodLabel(r.Method)
 		s.deps.Metrics.ObserveRequest(method, route, rec.status, elapsed)
+		if !s.deps.Logger.Enabled(ctx, slog.LevelInfo) {
+			// Not even the line's fields are built when it is not written.
+			return
+		}
 		attrs := []slog.Attr{
 			slog.String("request_id", st.requestID),
 			slog.String("server_request_id", st.serverRequestID),
@@ -190,13 +198,22 @@ func (s *Server) recoverPanics(next http.Handler) http.Handler {
 	})
 }
 
+// Header values every response carries, shared rather than allocated per
+// response: a full slice (cap = len) is never written through, Add
+// appends to a copy and Set replaces it.
+var (
+	noStore         = []string{"no-store"}[:1:1]
+	noSniff         = []string{"nosniff"}[:1:1]
+	jsonContentType = []string{"application/json"}[:1:1]
+)
+
 // secureHeaders marks every response as not cacheable and not sniffable:
 // they carry tenant data.
 func (s *Server) secureHeaders(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()
-		h.Set("Cache-Control", "no-store")
-		h.Set("X-Content-Type-Options", "nosniff")
+		h["Cache-Control"] = noStore
+		h["X-Content-Type-Options"] = noSniff
 		next.ServeHTTP(w, r)
 	})
 }

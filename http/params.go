@@ -82,7 +82,9 @@ func mapSlice[A, B any](in []A, f func(A) B) []B {
 
 // setETag sends the entity's stream version as a strong ETag.
 func setETag(w http.ResponseWriter, version int64) {
-	w.Header().Set("ETag", `"`+strconv.FormatInt(version, 10)+`"`)
+	// The canonical key as Set would store it ("Etag"), without Set's
+	// canonicalisation of "ETag" on every response.
+	w.Header()["Etag"] = []string{`"` + strconv.FormatInt(version, 10) + `"`}
 }
 
 // ifMatch is the version the request's If-Match expects (parseIfMatch);

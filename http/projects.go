@@ -208,7 +208,11 @@ func (s *Server) handleGetProject() http.HandlerFunc {
 			s.writeError(w, r, err)
 			return
 		}
-		p, err := projections.ProjectOf(found)
+		p, err := found.Value, error(nil)
+		if !found.Found {
+			// Asked only then: ProjectOf builds its 404 error on every call.
+			p, err = projections.ProjectOf(found)
+		}
 		s.reply(w, r, err, http.StatusOK, p.Version, newProjectResponse(p))
 	}
 }

@@ -3,6 +3,7 @@ package observability
 import (
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -50,7 +51,12 @@ type Metrics struct {
 
 	requests        *prometheus.CounterVec
 	requestDuration *prometheus.HistogramVec
+	// series remembers the two series of each (method, route, status), so
+	// that a request is counted without a label lookup (requestKey ->
+	// requestSeries); the set is bounded as the labels are.
+	series          sync.Map
 	authAttempts    *prometheus.CounterVec
+	authSeries      sync.Map // [2]string{operation, outcome} -> prometheus.Counter, as series
 	orgsCreated     prometheus.Counter
 	projectsCreated prometheus.Counter
 	apiKeysCreated  prometheus.Counter
@@ -152,9 +158,26 @@ func (m *Metrics) ObserveRequest(method, path string, status int, d time.Duratio
 	if m == nil {
 		return
 	}
-	code := strconv.Itoa(status)
-	m.requests.WithLabelValues(method, path, code).Inc()
-	m.requestDuration.WithLabelValues(method, path, code).Observe(d.Seconds())
+	k := requestKey{method: method, path: path, status: status}
+	v, ok := m.series.Load(k)
+	if !ok {
+		code := strconv.Itoa(status)
+		v, _ = m.series.LoadOrStore(k, requestSeries{count: m.requests.WithLabelValues(method, path, code),
+			duration: m.requestDuration.WithLabelValues(method, path, code)})
+	}
+	series := v.(requestSeries)
+	series.count.Inc()
+	series.duration.Observe(d.Seconds())
+}
+
+type requestKey struct {
+	method, path string
+	status       int
+}
+
+type requestSeries struct {
+	count    prometheus.Counter
+	duration prometheus.Observer
 }
 
 // AuthAttempt records an authentication attempt; operation is one of the
@@ -163,7 +186,12 @@ func (m *Metrics) AuthAttempt(operation, outcome string) {
 	if m == nil {
 		return
 	}
-	m.authAttempts.WithLabelValues(operation, outcome).Inc()
+	k := [2]string{operation, outcome}
+	c, ok := m.authSeries.Load(k)
+	if !ok {
+		c, _ = m.authSeries.LoadOrStore(k, m.authAttempts.WithLabelValues(operation, outcome))
+	}
+	c.(prometheus.Counter).Inc()
 }
 
 // OrganisationCreated records a created organisation.

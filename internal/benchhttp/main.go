@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -39,6 +40,8 @@ type options struct {
 	logLevel string
 	keep     bool
 	profile  string
+	compare  string
+	binB     string
 }
 
 func main() {
@@ -54,6 +57,11 @@ func main() {
 	flag.BoolVar(&o.keep, "keep", false, "print the database URL and keep the cluster running until Ctrl-C")
 	flag.StringVar(&o.profile, "cpuprofile", "", "write CPU profiles of the served process, one per service workload and "+
 		"round, to files named after this prefix (served through SAAS_API_PPROF_ADDR)")
+	flag.StringVar(&o.compare, "compare", "", "also serve a second process, B, with these space-separated settings "+
+		"and run every GET workload against both in each round, A and B back to back: NAME=VALUE sets an "+
+		"environment variable of B (GOGC=200), a lower-case name a parameter of B's database URL (pool_max_conns=4)")
+	flag.StringVar(&o.binB, "compare-bin", "", "serve B (see -compare) with this saasapi binary, such as a build "+
+		"of the code before a change")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -99,6 +107,37 @@ func run(ctx context.Context, o options) (err error) {
 	}
 	defer func() { err = errors.Join(err, srv.Stop()) }()
 	base := "http://" + addr
+	baseB := ""
+	if o.compare != "" || o.binB != "" {
+		binB := bin
+		if o.binB != "" {
+			if binB, err = filepath.Abs(o.binB); err != nil {
+				return err
+			}
+		}
+		envB, err := compareEnv(o.compare, dbURL)
+		if err != nil {
+			return err
+		}
+		addrB, err := benchkit.FreeAddr()
+		if err != nil {
+			return err
+		}
+		// No profiles of B: its pprof address would be A's.
+		envB = append(append(slices.Clip(serveEnv), "SAAS_API_HTTP_ADDR="+addrB, "SAAS_API_PPROF_ADDR="), envB...)
+		// B logs into a directory of its own (saasapi.log there).
+		dirB := filepath.Join(cluster.Dir(), "b")
+		if err := os.MkdirAll(dirB, 0o755); err != nil {
+			return err
+		}
+		srvB, err := benchkit.StartServer(ctx, binB, envB, dirB)
+		if err != nil {
+			return err
+		}
+		defer func() { err = errors.Join(err, srvB.Stop()) }()
+		baseB = "http://" + addrB
+		logf("B serves on %s: %s %s", addrB, binB, o.compare)
+	}
 
 	logf("seeding: 1 owner, %d organisations, %d projects in the first", o.orgs, o.projects)
 	seed, err := seedAPI(ctx, base, o.orgs, o.projects)
@@ -124,23 +163,33 @@ func run(ctx context.Context, o options) (err error) {
 	}
 	secs := strconv.Itoa(int(o.duration.Seconds()))
 	tok := "Authorization: Bearer " + seed.token
-	workloads := []workload{
-		{name: "GET project c8", cmd: []string{wrk, "-t2", "-c8", "-d" + secs, "-H", tok, "-s", scripts.get, base}},
-		{name: "GET project c32", cmd: []string{wrk, "-t2", "-c32", "-d" + secs, "-H", tok, "-s", scripts.get, base}},
+	var workloads []workload
+	for _, c := range []string{"8", "32"} {
+		get := func(name, base string) workload {
+			return workload{name: name + "GET project c" + c,
+				cmd: []string{wrk, "-t2", "-c" + c, "-d" + secs, "-H", tok, "-s", scripts.get, base}}
+		}
+		workloads = append(workloads, get("", base))
+		if baseB != "" {
+			workloads = append(workloads, get(prefixB, baseB))
+		}
+	}
+	workloads = append(workloads, []workload{
 		{name: "POST project c8", cmd: []string{wrk, "-t2", "-c8", "-d" + secs, "-H", tok, "-s", scripts.postMany, base}},
 		{name: "POST project c32", cmd: []string{wrk, "-t2", "-c32", "-d" + secs, "-H", tok, "-s", scripts.postMany, base}},
 		{name: "POST one org c16", cmd: []string{wrk, "-t2", "-c16", "-d" + secs, "-H", tok, "-s", scripts.postOne, base}},
 		{name: "pgbench -S c32", cmd: []string{pgbench, "-n", "-S", "-M", "prepared", "-c32", "-j2", "-T" + secs, pgURL}, pg: true},
 		{name: "pgbench -N c32", cmd: []string{pgbench, "-n", "-N", "-M", "prepared", "-c32", "-j2", "-T" + secs, pgURL}, pg: true},
-	}
+	}...)
 	results := make(map[string][]result)
 	for round := 1; round <= o.rounds; round++ {
-		for _, w := range workloads {
+		for _, w := range roundOrder(workloads, round) {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
 			var profiled chan error
-			if pprofAddr != "" && !w.pg {
+			// Profiles are of A's process: B serves without pprof.
+			if pprofAddr != "" && !w.pg && !strings.HasPrefix(w.name, prefixB) {
 				profiled = make(chan error, 1)
 				name := fmt.Sprintf("%s%s-r%d.pprof", o.profile, strings.NewReplacer(" ", "-", "/", "-").Replace(w.name), round)
 				go func() { profiled <- cpuProfile(ctx, pprofAddr, o.duration-time.Second, name) }()
@@ -156,7 +205,7 @@ func run(ctx context.Context, o options) (err error) {
 			results[w.name] = append(results[w.name], res)
 		}
 	}
-	report(os.Stdout, workloads, results, o.rounds)
+	report(os.Stdout, workloads, results, o.rounds, baseB != "")
 	if o.fill > 0 {
 		if err := fillAndTime(ctx, base, seed, o.fill); err != nil {
 			return err
@@ -371,7 +420,7 @@ func median(rs []result, f func(result) float64) float64 {
 	return (v[len(v)/2-1] + v[len(v)/2]) / 2
 }
 
-func report(w io.Writer, workloads []workload, results map[string][]result, rounds int) {
+func report(w io.Writer, workloads []workload, results map[string][]result, rounds int, compared bool) {
 	med := func(name string) result {
 		rs := results[name]
 		return result{rate: median(rs, func(r result) float64 { return r.rate }),
@@ -400,6 +449,64 @@ func report(w io.Writer, workloads []workload, results map[string][]result, roun
 	fmt.Fprintf(w, "| GET project c32 / pgbench -S | %.3f | 0.25 |\n", ratio("GET project c32", "pgbench -S c32"))
 	fmt.Fprintf(w, "| POST project c32 / pgbench -N | %.3f | 0.40 |\n", ratio("POST project c32", "pgbench -N c32"))
 	fmt.Fprintf(w, "| POST one org c16 / pgbench -N | %.3f | 0.30 |\n", ratio("POST one org c16", "pgbench -N c32"))
+	if !compared {
+		return
+	}
+	fmt.Fprintf(w, "| B GET project c32 / pgbench -S | %.3f | 0.25 |\n", ratio(prefixB+"GET project c32", "pgbench -S c32"))
+	// B against A, round by round: the two ran back to back.
+	fmt.Fprintf(w, "\n| B / A, per round | rate c8 | p99 c8 | rate c32 | p99 c32 |\n|---|---:|---:|---:|---:|\n")
+	for i := range rounds {
+		fmt.Fprintf(w, "| round %d |", i+1)
+		for _, c := range []string{"8", "32"} {
+			a, b := results["GET project c"+c][i], results[prefixB+"GET project c"+c][i]
+			fmt.Fprintf(w, " %.3f | %.2f / %.2f ms |", b.rate/a.rate, b.p99, a.p99)
+		}
+		fmt.Fprintln(w)
+	}
+}
+
+// prefixB names the workloads run against the compared process.
+const prefixB = "B "
+
+// roundOrder is the order of the workloads in a round: as listed, except
+// that each workload of B runs before its A in every second round, so that
+// neither always follows the other.
+func roundOrder(workloads []workload, round int) []workload {
+	out := slices.Clone(workloads)
+	if round%2 == 1 {
+		return out
+	}
+	for i := 1; i < len(out); i++ {
+		if strings.HasPrefix(out[i].name, prefixB) {
+			out[i-1], out[i] = out[i], out[i-1]
+		}
+	}
+	return out
+}
+
+// compareEnv turns -compare's settings into environment entries for B:
+// NAME=VALUE as it is, and name=value (lower case) as a parameter of B's
+// database URL.
+func compareEnv(settings, dbURL string) ([]string, error) {
+	u, err := url.Parse(dbURL)
+	if err != nil {
+		return nil, err
+	}
+	q := u.Query()
+	var env []string
+	for _, kv := range strings.Fields(settings) {
+		k, v, ok := strings.Cut(kv, "=")
+		switch {
+		case !ok || k == "":
+			return nil, fmt.Errorf("-compare: %q is not NAME=VALUE", kv)
+		case strings.ToLower(k) == k:
+			q.Set(k, v)
+		default:
+			env = append(env, kv)
+		}
+	}
+	u.RawQuery = q.Encode()
+	return append(env, "SAAS_API_DATABASE_URL="+u.String()), nil
 }
 
 func lastLines(s string, n int) string {

@@ -6,7 +6,9 @@ package dbpool
 import (
 	"context"
 	"fmt"
+	neturl "net/url"
 	"runtime"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -27,8 +29,11 @@ func Open(ctx context.Context, url string, configure ...func(*pgxpool.Config)) (
 		return nil, fmt.Errorf("parse database URL: %w", err)
 	}
 	// Each command holds one connection for a few round trips; more
-	// connections than a few per core only queue inside PostgreSQL.
-	cfg.MaxConns = int32(max(8, 4*runtime.GOMAXPROCS(0)))
+	// connections than a few per core only queue inside PostgreSQL. The
+	// URL's pool_max_conns, when given, says otherwise.
+	if !hasParam(url, "pool_max_conns") {
+		cfg.MaxConns = DefaultMaxConns()
+	}
 	cfg.AfterConnect = func(ctx context.Context, conn *pgx.Conn) error {
 		_, err := conn.Exec(ctx, "SET ROLE "+migrations.AppRole)
 		return err
@@ -41,4 +46,22 @@ func Open(ctx context.Context, url string, configure ...func(*pgxpool.Config)) (
 		return nil, fmt.Errorf("open pool: %w", err)
 	}
 	return pool, nil
+}
+
+// DefaultMaxConns is the pool's size unless the database URL sets
+// pool_max_conns.
+func DefaultMaxConns() int32 { return int32(max(8, 4*runtime.GOMAXPROCS(0))) }
+
+// hasParam reports whether a connection string, a URL or key=value
+// pairs, names the parameter.
+func hasParam(conn, name string) bool {
+	if u, err := neturl.Parse(conn); err == nil && (u.Scheme == "postgres" || u.Scheme == "postgresql") {
+		return u.Query().Has(name)
+	}
+	for _, f := range strings.Fields(conn) {
+		if k, _, ok := strings.Cut(f, "="); ok && strings.TrimSpace(k) == name {
+			return true
+		}
+	}
+	return false
 }
