@@ -55,7 +55,9 @@ func newLedgerWorld(t *testing.T) *ledgerWorld {
 	}
 	tokens := auth.NewTokenIssuer([]byte(strings.Repeat("k", 32)), "test", 900e9)
 	svc := commands.New(pool, commands.Config{Keys: testKeyring(t), Hasher: auth.NewHasher(auth.TestParams, 0), Tokens: tokens, PasswordMinLength: 12})
-	srv := httptest.NewServer(apihttp.NewServer(apihttp.Deps{Commands: svc, Pool: pool, Tokens: tokens, Ledger: signer}))
+	// No sign-in throttle: the tests sign in in loops from one address.
+	srv := httptest.NewServer(apihttp.NewServer(apihttp.Deps{Commands: svc, Pool: pool, Tokens: tokens, Ledger: signer,
+		Throttle: &apihttp.Throttle{}}))
 	t.Cleanup(srv.Close)
 	w := &ledgerWorld{t: t, db: db, srv: srv, vkey: signer.VerifierKey(), dir: t.TempDir()}
 	w.call("POST", "/auth/register", `{"email":"auditor@example.com","password":"correct horse battery","display_name":"A"}`, 201)
