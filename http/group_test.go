@@ -130,19 +130,10 @@ func TestGroupCommitRoundTrips(t *testing.T) {
 		}
 		reqs[i] = r
 	}
-	results := make([]response, queued)
-	var wg sync.WaitGroup
-	for i, r := range reqs {
-		wg.Go(func() {
-			var err error
-			if results[i], err = e.send(r); err != nil {
-				t.Error(err)
-			}
-		})
-	}
+	wait := e.sendConcurrently(reqs, nil)
 	waitUntil(t, "every creation waits in the ledger's queue", func() bool { return e.svc.Waiting(saasapi.ID(org)) == queued })
 	release()
-	wg.Wait()
+	results := wait()
 	want(t, <-first, http.StatusCreated)
 
 	trips := rt.take()
@@ -246,19 +237,10 @@ func TestGroupCommitRefusedMembersLeave(t *testing.T) {
 		{method: "POST", path: projectsURL(org), token: owner.Token, header: withKey("twice"), body: body("Twice")},
 		{method: "POST", path: projectsURL(org), token: owner.Token, header: withKey("once"), body: body("Good two")},
 	}
-	results := make([]response, len(reqs))
-	var wg sync.WaitGroup
-	for i, r := range reqs {
-		wg.Go(func() {
-			var err error
-			if results[i], err = e.send(r); err != nil {
-				t.Error(err)
-			}
-		})
-	}
+	wait := e.sendConcurrently(reqs, nil)
 	waitUntil(t, "every creation waits in the ledger's queue", func() bool { return e.svc.Waiting(saasapi.ID(org)) == len(reqs) })
 	release()
-	wg.Wait()
+	results := wait()
 	want(t, <-first, http.StatusCreated)
 
 	wantFresh(t, results[0])
@@ -493,21 +475,11 @@ func TestConcurrentCreatesInOneOrganisation(t *testing.T) {
 		}
 		reqs[i] = r
 	}
-	results := make([]response, n)
 	start := make(chan struct{})
-	var wg sync.WaitGroup
-	for i, r := range reqs {
-		wg.Go(func() {
-			<-start
-			var err error
-			if results[i], err = e.send(r); err != nil {
-				t.Error(err)
-			}
-		})
-	}
+	wait := e.sendConcurrently(reqs, start)
 	rt.take()
 	close(start)
-	wg.Wait()
+	results := wait()
 	commits := 0
 	for _, trip := range rt.take() {
 		for _, sql := range trip {
@@ -602,4 +574,27 @@ func TestUnsharedCommandsDoNotJoinGroups(t *testing.T) {
 	release()
 	want(t, <-first, http.StatusCreated)
 	want(t, <-removed, http.StatusNoContent)
+}
+
+// sendConcurrently sends every request of reqs from a goroutine of its own
+// once start is closed (nil: at once); wait waits for them all and returns
+// the responses in the order of reqs. A transport failure fails the test.
+func (e *env) sendConcurrently(reqs []req, start <-chan struct{}) (wait func() []response) {
+	results := make([]response, len(reqs))
+	var wg sync.WaitGroup
+	for i, r := range reqs {
+		wg.Go(func() {
+			if start != nil {
+				<-start
+			}
+			var err error
+			if results[i], err = e.send(r); err != nil {
+				e.t.Error(err)
+			}
+		})
+	}
+	return func() []response {
+		wg.Wait()
+		return results
+	}
 }
