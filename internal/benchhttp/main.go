@@ -108,6 +108,7 @@ func run(ctx context.Context, o options) (err error) {
 	defer func() { err = errors.Join(err, srv.Stop()) }()
 	base := "http://" + addr
 	baseB := ""
+	var srvB *benchkit.Server
 	if o.compare != "" || o.binB != "" {
 		binB := bin
 		if o.binB != "" {
@@ -130,14 +131,19 @@ func run(ctx context.Context, o options) (err error) {
 		if err := os.MkdirAll(dirB, 0o755); err != nil {
 			return err
 		}
-		srvB, err := benchkit.StartServer(ctx, binB, envB, dirB)
-		if err != nil {
+		if srvB, err = benchkit.StartServer(ctx, binB, envB, dirB); err != nil {
 			return err
 		}
 		defer func() { err = errors.Join(err, srvB.Stop()) }()
 		baseB = "http://" + addrB
 		logf("B serves on %s: %s %s", addrB, binB, o.compare)
 	}
+
+	m, err := newMeter(ctx, cluster, srv, srvB)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = m.conn.Close(context.WithoutCancel(ctx)) }()
 
 	logf("seeding: 1 owner, %d organisations, %d projects in the first", o.orgs, o.projects)
 	seed, err := seedAPI(ctx, base, o.orgs, o.projects)
@@ -174,10 +180,20 @@ func run(ctx context.Context, o options) (err error) {
 			workloads = append(workloads, get(prefixB, baseB))
 		}
 	}
+	post := func(name, c, script, base string) workload {
+		return workload{name: name, cmd: []string{wrk, "-t2", "-c" + c, "-d" + secs, "-H", tok, "-s", script, base}}
+	}
+	for _, p := range []struct{ name, c, script string }{
+		{"POST project c8", "8", scripts.postMany},
+		{"POST project c32", "32", scripts.postMany},
+		{"POST one org c16", "16", scripts.postOne},
+	} {
+		workloads = append(workloads, post(p.name, p.c, p.script, base))
+		if baseB != "" && p.c != "8" {
+			workloads = append(workloads, post(prefixB+p.name, p.c, p.script, baseB))
+		}
+	}
 	workloads = append(workloads, []workload{
-		{name: "POST project c8", cmd: []string{wrk, "-t2", "-c8", "-d" + secs, "-H", tok, "-s", scripts.postMany, base}},
-		{name: "POST project c32", cmd: []string{wrk, "-t2", "-c32", "-d" + secs, "-H", tok, "-s", scripts.postMany, base}},
-		{name: "POST one org c16", cmd: []string{wrk, "-t2", "-c16", "-d" + secs, "-H", tok, "-s", scripts.postOne, base}},
 		{name: "pgbench -S c32", cmd: []string{pgbench, "-n", "-S", "-M", "prepared", "-c32", "-j2", "-T" + secs, pgURL}, pg: true},
 		{name: "pgbench -N c32", cmd: []string{pgbench, "-n", "-N", "-M", "prepared", "-c32", "-j2", "-T" + secs, pgURL}, pg: true},
 	}...)
@@ -194,14 +210,14 @@ func run(ctx context.Context, o options) (err error) {
 				name := fmt.Sprintf("%s%s-r%d.pprof", o.profile, strings.NewReplacer(" ", "-", "/", "-").Replace(w.name), round)
 				go func() { profiled <- cpuProfile(ctx, pprofAddr, o.duration-time.Second, name) }()
 			}
-			res, err := w.run(ctx)
+			res, err := w.measure(ctx, m)
 			if profiled != nil {
 				err = errors.Join(err, <-profiled)
 			}
 			if err != nil {
 				return fmt.Errorf("round %d, %s: %w", round, w.name, err)
 			}
-			logf("round %d  %-18s %9.0f/s  p50 %6.2f ms  p99 %6.2f ms", round, w.name, res.rate, res.p50, res.p99)
+			logf("round %d  %-18s %9.0f/s  p50 %6.2f ms  p99 %6.2f ms  %s", round, w.name, res.rate, res.p50, res.p99, res.cost)
 			results[w.name] = append(results[w.name], res)
 		}
 	}
@@ -366,7 +382,11 @@ type workload struct {
 
 // result is one run of a workload: the rate per second and latencies in
 // milliseconds.
-type result struct{ rate, p50, p99 float64 }
+type result struct {
+	rate, p50, p99 float64
+	n              float64 // requests (transactions) completed
+	cost           cost
+}
 
 var (
 	wrkResult    = regexp.MustCompile(`RESULT (\d+) (\d+) (\d+) (\d+) (\d+)`)
@@ -379,7 +399,38 @@ var (
 // little enough that writing the log costs pgbench next to nothing.
 const pgbenchSampling = "0.1"
 
-func (w workload) run(ctx context.Context) (result, error) {
+// seconds is the duration the workload's command was given.
+func (w workload) seconds() float64 {
+	for i, a := range w.cmd {
+		if v, ok := strings.CutPrefix(a, "-T"); ok && w.pg && i > 0 {
+			s, _ := strconv.ParseFloat(v, 64)
+			return s
+		}
+	}
+	return 0
+}
+
+// measure runs the workload and adds its cost per request, read by m.
+func (w workload) measure(ctx context.Context, m *meter) (result, error) {
+	b := strings.HasPrefix(w.name, prefixB)
+	before, err := m.read(ctx, b)
+	if err != nil {
+		return result{}, fmt.Errorf("read the counters: %w", err)
+	}
+	res, client, err := w.run(ctx)
+	if err != nil {
+		return result{}, err
+	}
+	after, err := m.read(ctx, b)
+	if err != nil {
+		return result{}, fmt.Errorf("read the counters: %w", err)
+	}
+	res.cost = costOf(before, after, client, res.n)
+	return res, nil
+}
+
+// run runs the workload and returns its result and the client's CPU time.
+func (w workload) run(ctx context.Context) (result, time.Duration, error) {
 	args := w.cmd[1:]
 	var logDir string
 	if w.pg {
@@ -387,7 +438,7 @@ func (w workload) run(ctx context.Context) (result, error) {
 		// gives the percentiles that wrk prints for the service.
 		var err error
 		if logDir, err = os.MkdirTemp("", "saasapi-pgbench-"); err != nil {
-			return result{}, err
+			return result{}, 0, err
 		}
 		defer os.RemoveAll(logDir) //nolint:errcheck // a temporary directory
 		args = append([]string{"-l", "--sampling-rate=" + pgbenchSampling, "--log-prefix=" + filepath.Join(logDir, "tx")}, args...)
@@ -396,35 +447,36 @@ func (w workload) run(ctx context.Context) (result, error) {
 	cmd.Dir = logDir
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		return result{}, fmt.Errorf("%w: %s", err, out)
+		return result{}, 0, fmt.Errorf("%w: %s", err, out)
 	}
+	client := cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
 	text := string(out)
 	if w.pg {
 		m := pgbenchTPS.FindStringSubmatch(text)
 		if m == nil || pgbenchFails.MatchString(text) {
-			return result{}, fmt.Errorf("unexpected pgbench output: %s", text)
+			return result{}, 0, fmt.Errorf("unexpected pgbench output: %s", text)
 		}
 		tps, _ := strconv.ParseFloat(m[1], 64)
-		res := result{rate: tps}
+		res := result{rate: tps, n: tps * w.seconds()}
 		lat, err := pgbenchLatencies(logDir)
 		if err != nil {
-			return result{}, err
+			return result{}, 0, err
 		}
 		res.p50, res.p99 = percentile(lat, 0.50), percentile(lat, 0.99)
-		return res, nil
+		return res, client, nil
 	}
 	m := wrkResult.FindStringSubmatch(text)
 	if m == nil {
-		return result{}, fmt.Errorf("unexpected wrk output: %s", text)
+		return result{}, 0, fmt.Errorf("unexpected wrk output: %s", text)
 	}
 	n := make([]float64, 5)
 	for i := range n {
 		n[i], _ = strconv.ParseFloat(m[i+1], 64)
 	}
 	if n[4] > 0 {
-		return result{}, fmt.Errorf("%.0f failed requests of %.0f: %s", n[4], n[0], text)
+		return result{}, 0, fmt.Errorf("%.0f failed requests of %.0f: %s", n[4], n[0], text)
 	}
-	return result{rate: n[0] / (n[1] / 1e6), p50: n[2] / 1000, p99: n[3] / 1000}, nil
+	return result{rate: n[0] / (n[1] / 1e6), p50: n[2] / 1000, p99: n[3] / 1000, n: n[0]}, client, nil
 }
 
 // pgbenchLatencies reads the latencies, in milliseconds, of the
@@ -483,12 +535,19 @@ func report(w io.Writer, workloads []workload, results map[string][]result, roun
 		rs := results[name]
 		return result{rate: median(rs, func(r result) float64 { return r.rate }),
 			p50: median(rs, func(r result) float64 { return r.p50 }),
-			p99: median(rs, func(r result) float64 { return r.p99 })}
+			p99: median(rs, func(r result) float64 { return r.p99 }),
+			cost: cost{serviceUS: median(rs, func(r result) float64 { return r.cost.serviceUS }),
+				postgresUS: median(rs, func(r result) float64 { return r.cost.postgresUS }),
+				clientUS:   median(rs, func(r result) float64 { return r.cost.clientUS }),
+				walBytes:   median(rs, func(r result) float64 { return r.cost.walBytes })}}
 	}
-	fmt.Fprintf(w, "\nmedian of %d rounds\n\n| workload | rate/s | p50 ms | p99 ms |\n|---|---:|---:|---:|\n", rounds)
+	fmt.Fprintf(w, "\nmedian of %d rounds (CPU and WAL per request)\n\n"+
+		"| workload | rate/s | p50 ms | p99 ms | service µs | postgres µs | client µs | WAL bytes |\n"+
+		"|---|---:|---:|---:|---:|---:|---:|---:|\n", rounds)
 	for _, wl := range workloads {
 		r := med(wl.name)
-		fmt.Fprintf(w, "| %s | %.0f | %.2f | %.2f |\n", wl.name, r.rate, r.p50, r.p99)
+		fmt.Fprintf(w, "| %s | %.0f | %.2f | %.2f | %.0f | %.0f | %.0f | %.0f |\n", wl.name, r.rate, r.p50, r.p99,
+			r.cost.serviceUS, r.cost.postgresUS, r.cost.clientUS, r.cost.walBytes)
 	}
 	// A ratio is taken within each round, where the service and pgbench
 	// shared the same background load, and the median of those is shown.
@@ -507,16 +566,33 @@ func report(w io.Writer, workloads []workload, results map[string][]result, roun
 		return
 	}
 	fmt.Fprintf(w, "| B GET project c32 / pgbench -S | %.3f | 0.25 |\n", ratio(prefixB+"GET project c32", "pgbench -S c32"))
+	fmt.Fprintf(w, "| B POST project c32 / pgbench -N | %.3f | 0.40 |\n", ratio(prefixB+"POST project c32", "pgbench -N c32"))
+	fmt.Fprintf(w, "| B POST one org c16 / pgbench -N | %.3f | 0.30 |\n", ratio(prefixB+"POST one org c16", "pgbench -N c32"))
 	// B against A, round by round: the two ran back to back.
-	fmt.Fprintf(w, "\n| B / A, per round | rate c8 | p99 c8 | rate c32 | p99 c32 |\n|---|---:|---:|---:|---:|\n")
+	compares := []string{"GET project c8", "GET project c32", "POST project c32", "POST one org c16"}
+	fmt.Fprintf(w, "\n| B / A, per round | %s |\n|---|", strings.Join(compares, " rate | p99 B / A | ")+" rate | p99 B / A")
+	for range compares {
+		fmt.Fprint(w, "---:|---:|")
+	}
+	fmt.Fprintln(w)
 	for i := range rounds {
 		fmt.Fprintf(w, "| round %d |", i+1)
-		for _, c := range []string{"8", "32"} {
-			a, b := results["GET project c"+c][i], results[prefixB+"GET project c"+c][i]
+		for _, name := range compares {
+			a, b := results[name][i], results[prefixB+name][i]
 			fmt.Fprintf(w, " %.3f | %.2f / %.2f ms |", b.rate/a.rate, b.p99, a.p99)
 		}
 		fmt.Fprintln(w)
 	}
+	// The median of B/A per workload, the figure an A/B is read by.
+	fmt.Fprintf(w, "| median |")
+	for _, name := range compares {
+		rs := make([]result, rounds)
+		for i := range rounds {
+			rs[i].rate = results[prefixB+name][i].rate / results[name][i].rate
+		}
+		fmt.Fprintf(w, " %.3f | |", median(rs, func(r result) float64 { return r.rate }))
+	}
+	fmt.Fprintln(w)
 }
 
 // prefixB names the workloads run against the compared process.

@@ -513,6 +513,12 @@ func (c *Cluster) URL(dbname string) string {
 	return fmt.Sprintf("postgres://%s@127.0.0.1:%d/%s?sslmode=disable", Superuser, c.port, url.PathEscape(dbname))
 }
 
+// PID returns the postmaster's process ID, from its postmaster.pid.
+func (c *Cluster) PID() (int, error) {
+	pid, _, err := readPIDFile(c.dataDir)
+	return pid, err
+}
+
 // Port returns the TCP port the server listens on at 127.0.0.1.
 func (c *Cluster) Port() int { return c.port }
 
