@@ -46,7 +46,7 @@ type Service struct {
 	onBackgroundError func(error)
 	failures          *loginFailures
 	keys              *saasapi.DataKeyring
-	// groups queue the shared commands per ledger (group.go).
+	// groups schedule the shared commands into write slots (group.go).
 	groups ledgerGroups
 }
 
@@ -70,7 +70,16 @@ type Config struct {
 	// Keys wraps the people's data keys (required: personal data is never
 	// written in plain text).
 	Keys *saasapi.DataKeyring
+	// WriteGroups is how many transactions of shared commands (group
+	// commit, group.go) this process runs at once; zero means
+	// DefaultWriteGroups.
+	WriteGroups int
 }
+
+// DefaultWriteGroups is the default of Config.WriteGroups: enough to keep
+// PostgreSQL busy while a group's COMMIT waits for its WAL flush, few
+// enough that commands arriving meanwhile gather into large groups.
+const DefaultWriteGroups = 2
 
 // New returns a Service.
 func New(pool *pgxpool.Pool, cfg Config) *Service {
@@ -96,6 +105,10 @@ func New(pool *pgxpool.Pool, cfg Config) *Service {
 	window := cfg.LoginFailureWindow
 	if window <= 0 {
 		window = DefaultLoginFailureWindow
+	}
+	s.groups.slots = cfg.WriteGroups
+	if s.groups.slots <= 0 {
+		s.groups.slots = DefaultWriteGroups
 	}
 	s.failures = &loginFailures{window: window, open: map[saasapi.ID]*failureWindow{}, record: s.recordLoginFailure}
 	return s

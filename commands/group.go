@@ -16,14 +16,17 @@ import (
 
 // Group commit (docs/adr/0009-one-write-pipeline.md). The commands of one
 // ledger are serial: each holds the ledger lock from its first round trip
-// to its COMMIT, WAL flush included. A shared command that arrives while
-// another of its ledger is in flight in this process waits in the ledger's
-// queue instead of in PostgreSQL's lock queue; when the one in flight ends,
-// the first waiting command leads the next group: it takes up to maxGroup
-// waiting commands and runs them in one transaction of the same two round
-// trips (the lock once, every member's gate and idempotency claim; then
-// every member's decision in order, its events appended at the head the
-// member before it left, and one COMMIT for them all).
+// to its COMMIT, WAL flush included; and every transaction pays its own
+// BEGIN, COMMIT and WAL flush. A shared command runs at once when one of
+// the process's write slots is free and nothing of its ledger is in
+// flight; otherwise it waits here instead of in PostgreSQL's lock queue.
+// When a transaction ends, the first waiting command whose ledger is free
+// leads the next group: it takes up to maxGroup waiting commands of free
+// ledgers, of one organisation or several, and runs them in one
+// transaction of the same two round trips (one statement locking their
+// ledgers in ID order, every member's gate and idempotency claim; then
+// every member's decision in order, its events appended at the head its
+// ledger's previous member left, and one COMMIT for them all).
 //
 // A group commits whole or not at all, so a member that the first batch
 // refuses (its gate, a replay or a conflict of its idempotency key), whose
@@ -39,17 +42,17 @@ const maxGroup = 64
 // request cancels: a member that goes away must not roll back the others.
 const groupTimeout = 30 * time.Second
 
-// ledgerGroups holds a queue per ledger that has shared commands in flight
-// in this process.
+// ledgerGroups schedules the shared commands of this process: at most
+// slots transactions of them are in flight at once, no two on the same
+// ledger; a command that finds no free slot, or its ledger in flight,
+// waits, and when a transaction ends the waiting commands whose ledgers
+// are free go out together in the next ones.
 type ledgerGroups struct {
-	mu     sync.Mutex
-	queues map[saasapi.ID]*ledgerQueue
-}
-
-// ledgerQueue exists while a transaction of shared commands on its ledger
-// is in flight; waiting are the commands that arrived since, in order.
-type ledgerQueue struct {
-	waiting []*member
+	mu       sync.Mutex
+	slots    int
+	running  int
+	inFlight map[saasapi.ID]bool
+	waiting  []*member
 }
 
 // member is a waiting command: lead hands it the group it is to run,
@@ -77,33 +80,33 @@ func (c command) groupable() bool {
 }
 
 // Waiting returns how many shared commands of a ledger wait in this
-// process for its transaction in flight (for monitoring and tests).
+// process for a transaction (for monitoring and tests).
 func (s *Service) Waiting(ledgerID saasapi.ID) int {
 	s.groups.mu.Lock()
 	defer s.groups.mu.Unlock()
-	if q := s.groups.queues[ledgerID]; q != nil {
-		return len(q.waiting)
+	n := 0
+	for _, m := range s.groups.waiting {
+		if m.c.ledger == ledgerID {
+			n++
+		}
 	}
-	return 0
+	return n
 }
 
-// runQueued executes a shared command: at once and alone when nothing of
-// its ledger is in flight, or else in the group it waits for.
+// runQueued executes a shared command: at once and alone when a slot is
+// free and nothing of its ledger is in flight, or else in the group it
+// waits for.
 func (s *Service) runQueued(ctx context.Context, c command) ([]saasapi.Event, Outcome, error) {
 	g := &s.groups
 	g.mu.Lock()
-	q := g.queues[c.ledger]
-	if q == nil {
-		if g.queues == nil {
-			g.queues = map[saasapi.ID]*ledgerQueue{}
-		}
-		g.queues[c.ledger] = &ledgerQueue{}
+	if g.running < g.slots && !g.inFlight[c.ledger] {
+		g.start([]saasapi.ID{c.ledger})
 		g.mu.Unlock()
-		defer s.handOver(c.ledger)
+		defer s.handOver([]saasapi.ID{c.ledger})
 		return s.runAlone(ctx, c)
 	}
 	m := &member{ctx: ctx, c: c, lead: make(chan []*member, 1), done: make(chan memberResult, 1)}
-	q.waiting = append(q.waiting, m)
+	g.waiting = append(g.waiting, m)
 	g.mu.Unlock()
 
 	var r memberResult
@@ -112,7 +115,7 @@ func (s *Service) runQueued(ctx context.Context, c command) ([]saasapi.Event, Ou
 		r = s.lead(group)
 	case r = <-m.done:
 	case <-ctx.Done():
-		if g.leave(q, m) {
+		if g.leave(m) {
 			return nil, Outcome{}, ctx.Err()
 		}
 		// Taken into a group already: it runs, and its result is this
@@ -129,32 +132,63 @@ func (s *Service) runQueued(ctx context.Context, c command) ([]saasapi.Event, Ou
 	return r.recorded, r.out, r.err
 }
 
-// leave takes m out of q, unless a group took it already.
-func (g *ledgerGroups) leave(q *ledgerQueue, m *member) bool {
+// start takes a slot for a transaction on ledgers; g.mu is held.
+func (g *ledgerGroups) start(ledgers []saasapi.ID) {
+	if g.inFlight == nil {
+		g.inFlight = map[saasapi.ID]bool{}
+	}
+	g.running++
+	for _, l := range ledgers {
+		g.inFlight[l] = true
+	}
+}
+
+// leave takes m out of the queue, unless a group took it already.
+func (g *ledgerGroups) leave(m *member) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	i := slices.Index(q.waiting, m)
+	i := slices.Index(g.waiting, m)
 	if i < 0 {
 		return false
 	}
-	q.waiting = slices.Delete(q.waiting, i, i+1)
+	g.waiting = slices.Delete(g.waiting, i, i+1)
 	return true
 }
 
-// handOver ends the ledger's transaction in flight: the first waiting
-// command leads the next group, or the ledger is idle.
-func (s *Service) handOver(ledgerID saasapi.ID) {
+// handOver ends a transaction on ledgers: its slot and its ledgers are
+// free, and the waiting commands they held back lead the next groups.
+func (s *Service) handOver(ledgers []saasapi.ID) {
 	g := &s.groups
 	g.mu.Lock()
-	q := g.queues[ledgerID]
-	if len(q.waiting) == 0 {
-		delete(g.queues, ledgerID)
-		g.mu.Unlock()
-		return
+	g.running--
+	for _, l := range ledgers {
+		delete(g.inFlight, l)
 	}
-	group := q.take()
+	var groups [][]*member
+	for g.running < g.slots {
+		group := g.take()
+		if len(group) == 0 {
+			break
+		}
+		g.start(groupLedgers(group))
+		groups = append(groups, group)
+	}
 	g.mu.Unlock()
-	group[0].lead <- group
+	for _, group := range groups {
+		group[0].lead <- group
+	}
+}
+
+// groupLedgers returns the distinct ledgers of group's members, sorted: the
+// order a group locks them in, so that two groups never wait for each
+// other's locks.
+func groupLedgers(group []*member) []saasapi.ID {
+	ls := make([]saasapi.ID, 0, len(group))
+	for _, m := range group {
+		ls = append(ls, m.c.ledger)
+	}
+	slices.Sort(ls)
+	return slices.Compact(ls)
 }
 
 // idemScope is the scope of an idempotency record (queueClaim).
@@ -163,13 +197,14 @@ type idemScope struct {
 }
 
 // take removes the next group from the queue: up to maxGroup members in
-// order, leaving for a later group any member whose idempotency scope an
-// earlier member of this one has (it replays that member's result then).
-func (q *ledgerQueue) take() []*member {
+// order whose ledgers are not in flight, leaving for a later group any
+// member whose idempotency scope an earlier member of this one has (it
+// replays that member's result then); g.mu is held.
+func (g *ledgerGroups) take() []*member {
 	var group, left []*member
 	scopes := map[idemScope]bool{}
-	for _, m := range q.waiting {
-		if len(group) == maxGroup {
+	for _, m := range g.waiting {
+		if len(group) == maxGroup || g.inFlight[m.c.ledger] {
 			left = append(left, m)
 			continue
 		}
@@ -184,7 +219,7 @@ func (q *ledgerQueue) take() []*member {
 		}
 		group = append(group, m)
 	}
-	q.waiting = left
+	g.waiting = left
 	return group
 }
 
@@ -195,7 +230,7 @@ func (s *Service) lead(group []*member) memberResult {
 	// Deferred, so that a panic of the leader's still releases the
 	// ledger and answers the others.
 	defer func() {
-		s.handOver(group[0].c.ledger)
+		s.handOver(groupLedgers(group))
 		for i, m := range group[1:] {
 			r := memberResult{err: errors.New("commands: the leader of the group failed")}
 			if results != nil {
@@ -270,11 +305,15 @@ func (s *Service) groupOnce(ctx context.Context, group []*member, idx []int, res
 	defer rollbackUnlessIdle(ctx, conn)
 
 	first, second := &pgx.Batch{}, &pgx.Batch{}
-	var (
-		head   eventstore.Head
-		locked bool
-	)
-	eventstore.QueueLock(first, group[idx[0]].c.ledger, &head, &locked)
+	// The ledgers are locked in order (groupLedgers): a group of another
+	// process locking some of the same ones waits, and cannot deadlock.
+	members := make([]*member, len(idx))
+	for k, i := range idx {
+		members[k] = group[i]
+	}
+	ledgers := groupLedgers(members)
+	heads := make(map[saasapi.ID]*eventstore.Head, len(ledgers))
+	eventstore.QueueLocks(first, ledgers, heads)
 	steps := make([]*step, len(idx))
 	for k, i := range idx {
 		steps[k] = &step{c: group[i].c}
@@ -286,7 +325,11 @@ func (s *Service) groupOnce(ctx context.Context, group []*member, idx []int, res
 		return nil, fmt.Errorf("%w: %w", errGroupNotSent, err)
 	}
 	for k, st := range steps {
-		if replay, err := st.admit(head, locked); err != nil || replay != nil {
+		head, locked := heads[st.c.ledger]
+		if !locked {
+			head = &eventstore.Head{LedgerID: st.c.ledger}
+		}
+		if replay, err := st.admit(*head, locked); err != nil || replay != nil {
 			refused = append(refused, idx[k])
 		}
 	}
@@ -294,16 +337,22 @@ func (s *Service) groupOnce(ctx context.Context, group []*member, idx []int, res
 		return refused, nil
 	}
 
-	ap := eventstore.NewAppender(second, &head)
+	aps := make(map[saasapi.ID]*eventstore.Appender, len(ledgers))
+	closing := make([]*eventstore.Appender, len(ledgers))
+	for i, l := range ledgers {
+		aps[l] = eventstore.NewAppender(second, heads[l])
+		closing[i] = aps[l]
+	}
 	for k, st := range steps {
-		if err := st.decide(head, ap, second); err != nil {
+		l := st.c.ledger
+		if err := st.decide(*heads[l], aps[l], second); err != nil {
 			return []int{idx[k]}, nil
 		}
 		if err := st.project(second); err != nil {
 			return nil, fmt.Errorf("%w: %w", errGroupNotSent, err)
 		}
 	}
-	ap.Close()
+	eventstore.CloseAll(second, closing)
 	// Not translated: runGroup tells a statement PostgreSQL refused from a
 	// failed connection.
 	if err := sendBatch(ctx, conn, "", second, "COMMIT"); err != nil {

@@ -20,7 +20,7 @@ func TestTakeBoundsTheGroupAndSeparatesKeys(t *testing.T) {
 	waiting := func(p saasapi.Principal, i *Idempotency) *member {
 		return &member{c: command{meta: Meta{Principal: p}, ledger: org, idem: i, idemOrg: org}}
 	}
-	q := &ledgerQueue{}
+	q := &ledgerGroups{}
 	for i := range maxGroup + 10 {
 		var key *Idempotency
 		if i%10 == 3 {
@@ -54,5 +54,28 @@ func TestTakeBoundsTheGroupAndSeparatesKeys(t *testing.T) {
 	next := q.take()
 	if len(next) != len(all)-maxGroup || next[0] != again {
 		t.Fatalf("the next group took %d, want the %d left", len(next), len(all)-maxGroup)
+	}
+}
+
+// TestTakeLeavesLedgersInFlight: a group takes no command of a ledger
+// that a transaction in flight holds, and keeps the others' order; its
+// ledgers are locked in sorted order, each once.
+func TestTakeLeavesLedgersInFlight(t *testing.T) {
+	busy, a, b := saasapi.ID("01B"), saasapi.ID("01C"), saasapi.ID("01A")
+	on := func(l saasapi.ID) *member { return &member{c: command{ledger: l}} }
+	q := &ledgerGroups{slots: 2}
+	q.start([]saasapi.ID{busy})
+	q.waiting = []*member{on(a), on(busy), on(b), on(a), on(busy)}
+	want := []*member{q.waiting[0], q.waiting[2], q.waiting[3]}
+	held := []*member{q.waiting[1], q.waiting[4]}
+	group := q.take()
+	if !slices.Equal(group, want) {
+		t.Fatalf("took %v, want the commands of the free ledgers in order", group)
+	}
+	if !slices.Equal(q.waiting, held) {
+		t.Fatalf("left %v waiting, want the busy ledger's two", q.waiting)
+	}
+	if got := groupLedgers(group); !slices.Equal(got, []saasapi.ID{b, a}) {
+		t.Errorf("groupLedgers = %v, want %v", got, []saasapi.ID{b, a})
 	}
 }

@@ -78,7 +78,7 @@ type command struct {
 // run executes c once; when its idempotency record expired and was pruned
 // between the claim's two statements (the only race the claim cannot
 // settle in one round trip), it executes it again. A command that may
-// share its transaction (command.shared) goes through the ledger's queue
+// share its transaction (command.shared) goes through the write slots
 // (group.go) instead.
 func (s *Service) run(ctx context.Context, c command) ([]saasapi.Event, Outcome, error) {
 	if c.groupable() {

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -95,6 +96,38 @@ func QueueLock(b *pgx.Batch, ledgerID saasapi.ID, head *Head, found *bool) {
 		}
 		*head, *found = h, true
 		return nil
+	})
+}
+
+// QueueLocks queues what QueueLock does for several ledgers, in one
+// statement that locks them in the order of their IDs: two writers that
+// lock overlapping sets this way never wait for each other in a cycle.
+// Once b ran, heads holds the head of every ledger that exists (the others
+// are absent).
+func QueueLocks(b *pgx.Batch, ledgerIDs []saasapi.ID, heads map[saasapi.ID]*Head) {
+	ids := make([]string, len(ledgerIDs))
+	for i, id := range ledgerIDs {
+		ids[i] = string(id)
+	}
+	slices.Sort(ids)
+	b.Queue(`SELECT ledger_id, `+headColumns+` FROM ledgers WHERE ledger_id = ANY($1::text[])
+		ORDER BY ledger_id FOR UPDATE`, ids).Query(func(rows pgx.Rows) error {
+		for rows.Next() {
+			var id string
+			var h Head
+			var size int64
+			var frontier []byte
+			if err := rows.Scan(&id, &h.LedgerType, &h.Sequence, &h.Hash, &h.UpdatedAt, &size, &frontier); err != nil {
+				return fmt.Errorf("lock ledgers: %w", err)
+			}
+			t, err := decodeTree(size, frontier)
+			if err != nil {
+				return fmt.Errorf("lock ledger %s: %w", id, err)
+			}
+			h.LedgerID, h.Tree = saasapi.ID(id), t
+			heads[h.LedgerID] = &h
+		}
+		return rows.Err()
 	})
 }
 
@@ -211,6 +244,49 @@ func (a *Appender) Close() {
 	a.b.Queue(`UPDATE ledgers SET last_sequence = $2, last_hash = $3, updated_at = $4,
 			tree_size = $5, tree_frontier = $6 WHERE ledger_id = $1`,
 		head.LedgerID, head.Sequence, head.Hash, head.UpdatedAt, head.Tree.Size, encodeFrontier(head.Tree.Frontier))
+}
+
+// CloseAll queues what Close does for every Appender of aps (each on its
+// own ledger, all on b) in two statements instead of two each: the tree
+// hashes of them all, and their new heads. The head update names the
+// ledgers with = ANY as well, so that it finds their rows by the primary
+// key however the planner estimates the unnest.
+func CloseAll(b *pgx.Batch, aps []*Appender) {
+	var (
+		treeLedgers, ledgers []string
+		indexes, sequences   []int64
+		sizes                []int64
+		hashes, lastHashes   [][]byte
+		frontiers            [][]byte
+		updated              []time.Time
+	)
+	for _, a := range aps {
+		if a.tree.first < 0 {
+			continue
+		}
+		h := a.head
+		for i, th := range a.tree.hashes {
+			treeLedgers = append(treeLedgers, string(h.LedgerID))
+			indexes = append(indexes, a.tree.first+int64(i))
+			hashes = append(hashes, th[:])
+		}
+		ledgers = append(ledgers, string(h.LedgerID))
+		sequences = append(sequences, h.Sequence)
+		lastHashes = append(lastHashes, h.Hash)
+		updated = append(updated, h.UpdatedAt)
+		sizes = append(sizes, h.Tree.Size)
+		frontiers = append(frontiers, encodeFrontier(h.Tree.Frontier))
+	}
+	if len(ledgers) == 0 {
+		return
+	}
+	b.Queue(`INSERT INTO ledger_tree_hashes (ledger_id, hash_index, hash)
+		SELECT * FROM unnest($1::text[], $2::bigint[], $3::bytea[])`, treeLedgers, indexes, hashes)
+	b.Queue(`UPDATE ledgers l SET last_sequence = v.seq, last_hash = v.hash, updated_at = v.at,
+			tree_size = v.size, tree_frontier = v.frontier
+		FROM unnest($1::text[], $2::bigint[], $3::bytea[], $4::timestamptz[], $5::bigint[], $6::bytea[])
+			AS v(id, seq, hash, at, size, frontier)
+		WHERE l.ledger_id = v.id AND l.ledger_id = ANY($1::text[])`, ledgers, sequences, lastHashes, updated, sizes, frontiers)
 }
 
 // Canonical returns the bytes of an event that its hash covers: the fields

@@ -72,7 +72,8 @@ func lockSpan(trips [][]string) int {
 	lock, commit := -1, -1
 	for i, trip := range trips {
 		for _, sql := range trip {
-			if lock < 0 && strings.Contains(sql, "FROM ledgers WHERE ledger_id = $1 FOR UPDATE") {
+			// One ledger's lock, or a group's lock of several.
+			if lock < 0 && strings.Contains(sql, "FROM ledgers WHERE ledger_id = ") && strings.HasSuffix(sql, "FOR UPDATE") {
 				lock = i
 			}
 			if lock >= 0 && (sql == "COMMIT" || sql == "ROLLBACK") {

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/saasapi/saasapi/commands"
 	apihttp "github.com/saasapi/saasapi/http"
 	"github.com/saasapi/saasapi/observability"
 )
@@ -62,6 +63,8 @@ type Config struct {
 	RegisterAddressRate apihttp.Rate  // REGISTER_ADDRESS_RATE: registrations per client address
 	LoginFailureWindow  time.Duration // LOGIN_FAILURE_WINDOW_SECONDS: failed sign-ins summed into one event
 	TrustedProxies      string        // TRUSTED_PROXIES: comma-separated CIDRs whose X-Forwarded-For is believed
+
+	WriteGroups int // WRITE_GROUPS: group-commit transactions in flight at once (commands.Config.WriteGroups)
 }
 
 // loadConfig reads the configuration through getenv (os.Getenv in main, a
@@ -123,6 +126,9 @@ func loadConfig(getenv func(string) string, defaultAddr string) (Config, error) 
 	window, err := parseInt("LOGIN_FAILURE_WINDOW_SECONDS", get("LOGIN_FAILURE_WINDOW_SECONDS", "300"), 1, 86400)
 	errs = append(errs, err)
 	c.LoginFailureWindow = time.Duration(window) * time.Second
+	groups, err := parseInt("WRITE_GROUPS", get("WRITE_GROUPS", strconv.Itoa(commands.DefaultWriteGroups)), 1, 1000)
+	errs = append(errs, err)
+	c.WriteGroups = int(groups)
 	c.TrustedProxies = get("TRUSTED_PROXIES", "")
 	_, err = parseProxies(c.TrustedProxies)
 	errs = append(errs, err)

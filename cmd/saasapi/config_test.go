@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/saasapi/saasapi"
+	"github.com/saasapi/saasapi/commands"
 	"github.com/saasapi/saasapi/eventstore"
 	apihttp "github.com/saasapi/saasapi/http"
 )
@@ -36,6 +37,7 @@ func defaultConfig(addr string) Config {
 		LoginAddressRate:    apihttp.Rate{Events: 100, Per: time.Minute, Burst: 100},
 		RegisterAddressRate: apihttp.Rate{Events: 100, Per: time.Minute, Burst: 100},
 		LoginFailureWindow:  5 * time.Minute,
+		WriteGroups:         commands.DefaultWriteGroups,
 	}
 }
 
@@ -88,6 +90,7 @@ func TestLoadConfig_Overrides(t *testing.T) {
 		{"SAAS_API_LOGIN_ADDRESS_RATE", "300/1m", func(c *Config) { c.LoginAddressRate = apihttp.Rate{Events: 300, Per: time.Minute, Burst: 300} }},
 		{"SAAS_API_REGISTER_ADDRESS_RATE", "OFF", func(c *Config) { c.RegisterAddressRate = apihttp.Rate{} }},
 		{"SAAS_API_LOGIN_FAILURE_WINDOW_SECONDS", "60", func(c *Config) { c.LoginFailureWindow = time.Minute }},
+		{"SAAS_API_WRITE_GROUPS", "4", func(c *Config) { c.WriteGroups = 4 }},
 		{"SAAS_API_TRUSTED_PROXIES", "10.0.0.0/8, 192.0.2.1,fd00::/8", func(c *Config) { c.TrustedProxies = "10.0.0.0/8, 192.0.2.1,fd00::/8" }},
 	}
 	for _, tt := range tests {
@@ -135,6 +138,8 @@ func TestLoadConfig_RejectsInvalidValuesNamingTheVariable(t *testing.T) {
 		{"SAAS_API_LOGIN_ADDRESS_RATE", "many/1m"},
 		{"SAAS_API_REGISTER_ADDRESS_RATE", "100/48h"},
 		{"SAAS_API_LOGIN_FAILURE_WINDOW_SECONDS", "0"},
+		{"SAAS_API_WRITE_GROUPS", "0"},
+		{"SAAS_API_WRITE_GROUPS", "two"},
 		{"SAAS_API_TRUSTED_PROXIES", "10.0.0.0/33"},
 		{"SAAS_API_TRUSTED_PROXIES", "proxy.internal"},
 	}

@@ -239,6 +239,7 @@ func serve(ctx context.Context, cfg Config, databaseURL string, logger *slog.Log
 		PasswordMinLength:  cfg.PasswordMinLength,
 		OnCommit:           metrics.CountEvents,
 		LoginFailureWindow: cfg.LoginFailureWindow,
+		WriteGroups:        cfg.WriteGroups,
 		OnBackgroundError: func(err error) {
 			logger.Error("background write failed", slog.String("error", err.Error()))
 		},
