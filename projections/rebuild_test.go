@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -238,6 +239,13 @@ func TestVerifyFindsTamperingAndRebuildRepairs(t *testing.T) {
 	}
 	if n, diffs, err = projections.Verify(ctx, w.db.Pool, readEvents); err != nil || n != total || len(diffs) != 0 {
 		t.Fatalf("Verify after Rebuild = %d, %v, %v; want %d and no diffs", n, diffs, err, total)
+	}
+	// The indexes come back with their storage parameters (the trigram
+	// index's short pending list, migration 010).
+	var opts []string
+	if err := w.db.Pool.QueryRow(ctx, `SELECT reloptions FROM pg_class WHERE relname = 'projects_name_trgm_idx'`).Scan(&opts); err != nil ||
+		!slices.Contains(opts, "gin_pending_list_limit=256") {
+		t.Fatalf("after Rebuild projects_name_trgm_idx has the options %q (%v), want gin_pending_list_limit=256", opts, err)
 	}
 	// Secrets and operational data are not projections: a rebuild keeps them.
 	var creds int

@@ -93,7 +93,12 @@ func run(ctx context.Context, o options) (err error) {
 	if err != nil {
 		return err
 	}
+	// Served as the image serves it (Dockerfile: GOGC=400), unless this
+	// environment sets GOGC; -compare 'GOGC=100' measures the default.
 	serveEnv := append(env, "SAAS_API_HTTP_ADDR="+addr)
+	if os.Getenv("GOGC") == "" {
+		serveEnv = append(serveEnv, "GOGC=400")
+	}
 	pprofAddr := ""
 	if o.profile != "" {
 		if pprofAddr, err = benchkit.FreeAddr(); err != nil {

@@ -1,0 +1,11 @@
+-- The trigram index of project names keeps new entries in a pending list
+-- (GIN's fastupdate) and merges the list into the index when it outgrows
+-- gin_pending_list_limit. With the default of 4 MB, the insert that
+-- crossed it merged about 7,000 names, and took 30-40 ms, while its group
+-- of creations (and the ledger locks it held) waited: a stall every
+-- second or so under a steady write load, and most of the writes' p99
+-- (docs/performance.md). With 256 kB the merges are a sixteenth of that
+-- size and each takes about 2 ms; the list a name search must also read
+-- stays short. The setting is part of the index definition, so a rebuild,
+-- which recreates the indexes from pg_get_indexdef, keeps it.
+ALTER INDEX projects_name_trgm_idx SET (gin_pending_list_limit = 256);
