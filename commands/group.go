@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/saasapi/saasapi"
 	"github.com/saasapi/saasapi/eventstore"
+	"github.com/saasapi/saasapi/projections"
 )
 
 // Group commit (docs/adr/0009-one-write-pipeline.md). The commands of one
@@ -337,21 +338,25 @@ func (s *Service) groupOnce(ctx context.Context, group []*member, idx []int, res
 		return refused, nil
 	}
 
+	// The group's events, project rows and counters go out as one
+	// statement per table (eventstore.CloseAll, projections.Batched).
 	aps := make(map[saasapi.ID]*eventstore.Appender, len(ledgers))
 	closing := make([]*eventstore.Appender, len(ledgers))
 	for i, l := range ledgers {
-		aps[l] = eventstore.NewAppender(second, heads[l])
+		aps[l] = eventstore.NewDeferredAppender(second, heads[l])
 		closing[i] = aps[l]
 	}
+	batched := projections.NewBatched(second)
 	for k, st := range steps {
 		l := st.c.ledger
 		if err := st.decide(*heads[l], aps[l], second); err != nil {
 			return []int{idx[k]}, nil
 		}
-		if err := st.project(second); err != nil {
+		if err := st.project(second, batched); err != nil {
 			return nil, fmt.Errorf("%w: %w", errGroupNotSent, err)
 		}
 	}
+	batched.Flush()
 	eventstore.CloseAll(second, closing)
 	// Not translated: runGroup tells a statement PostgreSQL refused from a
 	// failed connection.

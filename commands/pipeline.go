@@ -187,19 +187,35 @@ func (st *step) decide(head eventstore.Head, ap *eventstore.Appender, second *pg
 	return err
 }
 
-// project queues, after the events, what they change in the read tables,
-// the read-backs and the idempotent response.
-func (st *step) project(second *pgx.Batch) error {
+// applier applies events to the read tables: projections.Apply one by
+// one (inline), or projections.Batched for a group.
+type applier interface {
+	Apply(e saasapi.Event) error
+	// Flush queues what Apply collected.
+	Flush()
+}
+
+// inline is the applier of a command alone.
+type inline struct{ b *pgx.Batch }
+
+func (a inline) Apply(e saasapi.Event) error { return projections.Apply(a.b, e) }
+func (inline) Flush()                        {}
+
+// project queues, after the events, what they change in the read tables
+// (through ap), the read-backs and the idempotent response.
+func (st *step) project(second *pgx.Batch, ap applier) error {
 	c := st.c
 	for i, e := range st.recorded {
 		if st.plain[i] != nil {
 			e.Payload = st.plain[i]
 		}
-		if err := projections.Apply(second, e); err != nil {
+		if err := ap.Apply(e); err != nil {
 			return err
 		}
 	}
 	if c.result != nil {
+		// The read-backs read what the projections wrote.
+		ap.Flush()
 		if err := c.result(second, st.access); err != nil {
 			return err
 		}
@@ -299,7 +315,7 @@ func (s *Service) runOnce(ctx context.Context, c command) (recorded []saasapi.Ev
 		return nil, Outcome{}, err
 	}
 	ap.Close()
-	if err := st.project(second); err != nil {
+	if err := st.project(second, inline{second}); err != nil {
 		return nil, Outcome{}, err
 	}
 	if err := commit(ctx, conn, first, second); err != nil {

@@ -168,12 +168,74 @@ type Appender struct {
 	b    *pgx.Batch
 	head *Head
 	tree treeRows
+	// deferred, when set, holds the events instead of queuing one INSERT
+	// each: CloseAll inserts those of every Appender in one statement.
+	deferred bool
+	events   []saasapi.Event
 }
 
 // NewAppender returns an Appender that queues on b and advances head in
 // place; the caller must hold the ledger lock, as for Append.
 func NewAppender(b *pgx.Batch, head *Head) *Appender {
 	return &Appender{b: b, head: head, tree: treeRows{first: -1}}
+}
+
+// NewDeferredAppender is NewAppender for a group: its events are inserted
+// by CloseAll, with those of the group's other Appenders, in one statement
+// after everything queued meanwhile (nothing a command queues reads the
+// events table back).
+func NewDeferredAppender(b *pgx.Batch, head *Head) *Appender {
+	a := NewAppender(b, head)
+	a.deferred = true
+	return a
+}
+
+// insertEventSQL inserts one event; insertEventsSQL several, from one
+// array per column.
+const (
+	insertEventSQL = `INSERT INTO events (event_id, ledger_id, ledger_type, sequence, stream_type, stream_id,
+				stream_version, event_type, schema_version, actor_type, actor_user_id, actor_api_key_id,
+				request_id, occurred_at, payload, prev_hash, hash)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)`
+	insertEventsSQL = `INSERT INTO events (event_id, ledger_id, ledger_type, sequence, stream_type, stream_id,
+				stream_version, event_type, schema_version, actor_type, actor_user_id, actor_api_key_id,
+				request_id, occurred_at, payload, prev_hash, hash)
+			SELECT id, ledger, ledger_type, seq, stream_type, stream, version, type, schema, actor_type, actor_user,
+				actor_key, request, at, payload::json, prev, hash
+			FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::bigint[],
+				$8::text[], $9::int[], $10::text[], $11::text[], $12::text[], $13::text[], $14::timestamptz[],
+				$15::text[], $16::bytea[], $17::bytea[])
+				AS e(id, ledger, ledger_type, seq, stream_type, stream, version, type, schema, actor_type,
+					actor_user, actor_key, request, at, payload, prev, hash)`
+)
+
+// queueEvents queues the INSERT of evs, in their order (which is the
+// order of their positions): one statement for them all.
+func queueEvents(b *pgx.Batch, evs []saasapi.Event) {
+	if len(evs) == 0 {
+		return
+	}
+	n := len(evs)
+	var (
+		ids, ledgers, ledgerTypes, streamTypes, streams, types, actorTypes = make([]string, n), make([]string, n),
+			make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+		seqs, versions        = make([]int64, n), make([]int64, n)
+		schemas               = make([]int32, n)
+		actorUsers, actorKeys = make([]*saasapi.ID, n), make([]*saasapi.ID, n)
+		rq                    = make([]*string, n)
+		ats                   = make([]time.Time, n)
+		payloads              = make([]string, n)
+		prevs, hashes         = make([][]byte, n), make([][]byte, n)
+	)
+	for i, e := range evs {
+		ids[i], ledgers[i], ledgerTypes[i], streamTypes[i] = string(e.ID), string(e.LedgerID), e.LedgerType, e.StreamType
+		streams[i], types[i], actorTypes[i] = string(e.StreamID), e.Type, string(e.Actor.Type)
+		seqs[i], versions[i], schemas[i] = e.Sequence, e.StreamVersion, int32(e.SchemaVersion)
+		actorUsers[i], actorKeys[i], rq[i] = e.Actor.UserID.Ptr(), e.Actor.APIKeyID.Ptr(), nullString(e.RequestID)
+		ats[i], payloads[i], prevs[i], hashes[i] = e.OccurredAt, string(e.Payload), e.PrevHash, e.Hash
+	}
+	b.Queue(insertEventsSQL, ids, ledgers, ledgerTypes, seqs, streamTypes, streams, versions, types, schemas,
+		actorTypes, actorUsers, actorKeys, rq, ats, payloads, prevs, hashes)
 }
 
 // Add gives evs the next sequences, chains and queues them, and returns
@@ -211,13 +273,13 @@ func (a *Appender) Add(evs []saasapi.NewEvent) ([]saasapi.Event, error) {
 			PrevHash:      head.Hash,
 		}
 		e.Hash = Hash(e.PrevHash, Canonical(e))
-		a.b.Queue(`INSERT INTO events (event_id, ledger_id, ledger_type, sequence, stream_type, stream_id,
-				stream_version, event_type, schema_version, actor_type, actor_user_id, actor_api_key_id,
-				request_id, occurred_at, payload, prev_hash, hash)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)`,
-			e.ID, e.LedgerID, e.LedgerType, e.Sequence, e.StreamType, e.StreamID,
-			e.StreamVersion, e.Type, e.SchemaVersion, string(e.Actor.Type), e.Actor.UserID.Ptr(), e.Actor.APIKeyID.Ptr(),
-			nullString(e.RequestID), e.OccurredAt, string(e.Payload), e.PrevHash, e.Hash)
+		if a.deferred {
+			a.events = append(a.events, e)
+		} else {
+			a.b.Queue(insertEventSQL, e.ID, e.LedgerID, e.LedgerType, e.Sequence, e.StreamType, e.StreamID,
+				e.StreamVersion, e.Type, e.SchemaVersion, string(e.Actor.Type), e.Actor.UserID.Ptr(), e.Actor.APIKeyID.Ptr(),
+				nullString(e.RequestID), e.OccurredAt, string(e.Payload), e.PrevHash, e.Hash)
+		}
 		if err := a.tree.add(&head.Tree, e.Hash); err != nil {
 			return nil, fmt.Errorf("append %s to the tree of ledger %s: %w", ne.Type, head.LedgerID, err)
 		}
@@ -235,6 +297,8 @@ func (a *Appender) Close() {
 	if a.tree.first < 0 {
 		return
 	}
+	queueEvents(a.b, a.events)
+	a.events = nil
 	head := a.head
 	// The events' tree hashes sit at consecutive stored-hash indexes:
 	// one statement inserts them all.
@@ -247,8 +311,9 @@ func (a *Appender) Close() {
 }
 
 // CloseAll queues what Close does for every Appender of aps (each on its
-// own ledger, all on b) in two statements instead of two each: the tree
-// hashes of them all, and their new heads. The head update names the
+// own ledger, all on b) in three statements instead of three each: the
+// events of the deferred ones, the tree hashes of them all, and their new
+// heads. The head update names the
 // ledgers with = ANY as well, so that it finds their rows by the primary
 // key however the planner estimates the unnest.
 func CloseAll(b *pgx.Batch, aps []*Appender) {
@@ -260,10 +325,13 @@ func CloseAll(b *pgx.Batch, aps []*Appender) {
 		frontiers            [][]byte
 		updated              []time.Time
 	)
+	var deferred []saasapi.Event
 	for _, a := range aps {
 		if a.tree.first < 0 {
 			continue
 		}
+		deferred = append(deferred, a.events...)
+		a.events = nil
 		h := a.head
 		for i, th := range a.tree.hashes {
 			treeLedgers = append(treeLedgers, string(h.LedgerID))
@@ -280,6 +348,7 @@ func CloseAll(b *pgx.Batch, aps []*Appender) {
 	if len(ledgers) == 0 {
 		return
 	}
+	queueEvents(b, deferred)
 	b.Queue(`INSERT INTO ledger_tree_hashes (ledger_id, hash_index, hash)
 		SELECT * FROM unnest($1::text[], $2::bigint[], $3::bytea[])`, treeLedgers, indexes, hashes)
 	b.Queue(`UPDATE ledgers l SET last_sequence = v.seq, last_hash = v.hash, updated_at = v.at,
