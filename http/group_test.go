@@ -18,9 +18,9 @@ import (
 	"github.com/saasapi/saasapi/projections"
 )
 
-// Group commit: project creations that arrive for an organisation while
-// one of its commands is in flight share one transaction
-// (commands/group.go, ADR 0009).
+// Group commit: project creations that arrive while a command of their
+// organisation is in flight, or while every write slot is taken, share
+// one transaction (commands/group.go, ADR 0009).
 
 // createdCounts returns the row counts of what a project creation writes.
 func (e *env) createdCounts() map[string]int {
@@ -132,7 +132,7 @@ func TestGroupCommitRoundTrips(t *testing.T) {
 		reqs[i] = r
 	}
 	wait := e.sendConcurrently(reqs, nil)
-	waitUntil(t, "every creation waits in the ledger's queue", func() bool { return e.svc.Waiting(saasapi.ID(org)) == queued })
+	waitUntil(t, "every creation waits in the write queue", func() bool { return e.svc.Waiting(saasapi.ID(org)) == queued })
 	release()
 	results := wait()
 	want(t, <-first, http.StatusCreated)
@@ -239,7 +239,7 @@ func TestGroupCommitRefusedMembersLeave(t *testing.T) {
 		{method: "POST", path: projectsURL(org), token: owner.Token, header: withKey("once"), body: body("Good two")},
 	}
 	wait := e.sendConcurrently(reqs, nil)
-	waitUntil(t, "every creation waits in the ledger's queue", func() bool { return e.svc.Waiting(saasapi.ID(org)) == len(reqs) })
+	waitUntil(t, "every creation waits in the write queue", func() bool { return e.svc.Waiting(saasapi.ID(org)) == len(reqs) })
 	release()
 	results := wait()
 	want(t, <-first, http.StatusCreated)
@@ -332,7 +332,7 @@ func TestGroupCommitFailedBatchRunsMembersAlone(t *testing.T) {
 	for i, name := range names {
 		wg.Go(func() { ids[i], errs[i] = createDirect(ctx, e, owner, org, name) })
 	}
-	waitUntil(t, "every creation waits in the ledger's queue", func() bool { return e.svc.Waiting(saasapi.ID(org)) == len(names) })
+	waitUntil(t, "every creation waits in the write queue", func() bool { return e.svc.Waiting(saasapi.ID(org)) == len(names) })
 	release()
 	wg.Wait()
 	want(t, <-first, http.StatusCreated)
@@ -375,7 +375,7 @@ func TestGroupCommitCancelledMember(t *testing.T) {
 		_, err := createDirect(waitCtx, e, owner, org, "Gone")
 		waited <- err
 	}()
-	waitUntil(t, "the creation waits in the ledger's queue", func() bool { return e.svc.Waiting(saasapi.ID(org)) == 1 })
+	waitUntil(t, "the creation waits in the write queue", func() bool { return e.svc.Waiting(saasapi.ID(org)) == 1 })
 	cancelWaiting()
 	if err := <-waited; !errors.Is(err, context.Canceled) {
 		t.Fatalf("a creation cancelled while it waited: %v, want %v", err, context.Canceled)
@@ -409,12 +409,12 @@ func TestGroupCommitCancelledMember(t *testing.T) {
 		id, err := createDirect(leaderCtx, e, owner, org, "Leader")
 		leader <- result{id, err}
 	}()
-	waitUntil(t, "the leader waits in the ledger's queue", func() bool { return e.svc.Waiting(saasapi.ID(org)) == 1 })
+	waitUntil(t, "the leader waits in the write queue", func() bool { return e.svc.Waiting(saasapi.ID(org)) == 1 })
 	go func() {
 		id, err := createDirect(ctx, e, owner, org, "Wait")
 		other <- result{id, err}
 	}()
-	waitUntil(t, "both wait in the ledger's queue", func() bool { return e.svc.Waiting(saasapi.ID(org)) == 2 })
+	waitUntil(t, "both wait in the write queue", func() bool { return e.svc.Waiting(saasapi.ID(org)) == 2 })
 	release()
 	want(t, <-first, http.StatusCreated)
 	waitUntil(t, "the group waits to insert Wait", func() bool { return e.lockWaiters(t, "advisory") == 1 })
@@ -549,7 +549,7 @@ func TestConcurrentCreatesInOneOrganisation(t *testing.T) {
 
 // TestUnsharedCommandsDoNotJoinGroups: a member removal, whose last-owner
 // rule reads what an earlier command could change, never waits in a
-// ledger's queue: it waits for the ledger lock in PostgreSQL, behind the
+// write queue: it waits for the ledger lock in PostgreSQL, behind the
 // creation in flight.
 func TestUnsharedCommandsDoNotJoinGroups(t *testing.T) {
 	t.Parallel()
@@ -570,7 +570,7 @@ func TestUnsharedCommandsDoNotJoinGroups(t *testing.T) {
 	}()
 	waitUntil(t, "the removal waits for the ledger lock", func() bool { return e.lockWaiters(t, "tuple") == 1 })
 	if n := e.svc.Waiting(saasapi.ID(org)); n != 0 {
-		t.Fatalf("%d commands wait in the ledger's queue, want none", n)
+		t.Fatalf("%d commands wait in the write queue, want none", n)
 	}
 	release()
 	want(t, <-first, http.StatusCreated)
