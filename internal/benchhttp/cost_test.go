@@ -69,3 +69,17 @@ func TestParseStatAfterAParenthesisedName(t *testing.T) {
 		t.Errorf("own parent field = %q, want %d", self[1], os.Getppid())
 	}
 }
+
+// FuzzParseStat: no line makes the parser panic, and a line it accepts
+// has the fields after the name that the counters read.
+func FuzzParseStat(f *testing.F) {
+	f.Add("4242 (postgres: a) b (c)) S 17 4242 4242 0 -1 4194560 100 0 0 0 250 75 3 4 20 0 1 0 1 1 1\n")
+	f.Add("1 (x) S")
+	f.Add(")")
+	f.Fuzz(func(t *testing.T, line string) {
+		fields, err := parseStat(line, 1)
+		if err == nil && len(fields) < 15 {
+			t.Fatalf("accepted %q with %d fields", line, len(fields))
+		}
+	})
+}
