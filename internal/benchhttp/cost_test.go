@@ -27,9 +27,11 @@ func TestTreeCPUCountsExitedChildren(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// /proc counts in ticks, the wait status in microseconds.
-	if got := tree - self; got < used-clockTick {
-		t.Errorf("tree minus self = %v, want at least the child's %v", got, used)
+	// /proc counts user and system time in ticks, each rounded, and the
+	// wait status in microseconds: the two differ by a few ticks. Not
+	// counting the child at all would leave about nothing.
+	if got := tree - self; got < used/2 {
+		t.Errorf("tree minus self = %v, want about the child's %v", got, used)
 	}
 }
 
