@@ -293,29 +293,14 @@ func (a *Appender) Add(evs []saasapi.NewEvent) ([]saasapi.Event, error) {
 
 // Close queues the tree hashes and the new head of everything added;
 // nothing when nothing was.
-func (a *Appender) Close() {
-	if a.tree.first < 0 {
-		return
-	}
-	queueEvents(a.b, a.events)
-	a.events = nil
-	head := a.head
-	// The events' tree hashes sit at consecutive stored-hash indexes:
-	// one statement inserts them all.
-	a.b.Queue(`INSERT INTO ledger_tree_hashes (ledger_id, hash_index, hash)
-		SELECT $1, $2 + i - 1, h FROM unnest($3::bytea[]) WITH ORDINALITY AS t(h, i)`,
-		head.LedgerID, a.tree.first, hashesParam(a.tree.hashes))
-	a.b.Queue(`UPDATE ledgers SET last_sequence = $2, last_hash = $3, updated_at = $4,
-			tree_size = $5, tree_frontier = $6 WHERE ledger_id = $1`,
-		head.LedgerID, head.Sequence, head.Hash, head.UpdatedAt, head.Tree.Size, encodeFrontier(head.Tree.Frontier))
-}
+func (a *Appender) Close() { CloseAll(a.b, []*Appender{a}) }
 
-// CloseAll queues what Close does for every Appender of aps (each on its
-// own ledger, all on b) in three statements instead of three each: the
-// events of the deferred ones, the tree hashes of them all, and their new
-// heads. The head update names the
-// ledgers with = ANY as well, so that it finds their rows by the primary
-// key however the planner estimates the unnest.
+// CloseAll queues, for every Appender of aps (each on its own ledger, all
+// on b), three statements for them all: the events of the deferred ones,
+// the tree hashes (a ledger's sit at consecutive stored-hash indexes), and
+// the new heads. The head update names the ledgers with = ANY as well, so
+// that it finds their rows by the primary key however the planner
+// estimates the unnest.
 func CloseAll(b *pgx.Batch, aps []*Appender) {
 	var (
 		treeLedgers, ledgers []string
